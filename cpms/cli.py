@@ -1,0 +1,549 @@
+"""The ``cpms`` command: run the server, and manage what it serves.
+
+``cpms serve`` runs a node (see ``cpms.runtime``). The management verbs (``locations``,
+``evses``, ``connectors``, ``stations``, ``tariffs``, ``tokens``, ``db``) work directly on the
+database named by ``--database-url`` / ``CPMS_DATABASE_URL`` through the same core services as
+the operator API, so they work before the first start, while a server runs, and against the
+shared PostgreSQL of several nodes. Changes reach running servers through the database.
+
+Exit codes: 0 done, 1 the operation was refused (not found, conflict, invalid document),
+2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from cpms import locations, stations, tariffs, tokens
+from cpms.config import OPTIONS, Settings, load_settings
+from cpms.database import create_engine, current_revision, head_revision, prepare_schema
+from cpms.documents import load_documents
+from cpms.errors import ConfigError, CpmsError, SchemaOutOfDate
+from cpms.locations import EvseWiring
+from cpms.stations import StationChanges
+from cpms.unit_of_work import UnitOfWorkFactory
+from cpms.views import (
+    connector_view,
+    evse_view,
+    location_view,
+    page_view,
+    station_view,
+    tariff_view,
+    token_view,
+)
+
+__all__ = ["build_parser", "main"]
+
+Action = Callable[[argparse.Namespace, UnitOfWorkFactory, Settings], Awaitable[Any]]
+
+
+# Reading input -------------------------------------------------------------------------------
+
+
+def _read(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise CpmsError(f"cannot read {path}: {error.strerror}") from None
+
+
+def _document(path: str) -> dict[str, Any]:
+    documents = load_documents(_read(path))
+    if len(documents) != 1:
+        raise CpmsError(f"{path} holds {len(documents)} objects; one is expected here")
+    return documents[0]
+
+
+def _assignments(pairs: Sequence[str] | None) -> dict[str, Any]:
+    """Parse ``--set key=value`` pairs; a value that is JSON is taken as JSON."""
+    changes: dict[str, Any] = {}
+    for pair in pairs or ():
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise CpmsError(f"--set {pair!r}: write KEY=VALUE")
+        try:
+            changes[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            changes[key] = raw
+    return changes
+
+
+def _changes(args: argparse.Namespace) -> dict[str, Any]:
+    changes = _document(args.file) if getattr(args, "file", None) else {}
+    changes.update(_assignments(getattr(args, "set", None)))
+    return changes
+
+
+def _wiring(args: argparse.Namespace) -> EvseWiring | None:
+    if args.station is None and args.ocpp_evse_id is None:
+        return None
+    return EvseWiring(station_id=args.station, ocpp_evse_id=args.ocpp_evse_id)
+
+
+def _our_party(settings: Settings) -> dict[str, str]:
+    return {"country_code": settings.country_code, "party_id": settings.party_id}
+
+
+# Actions -------------------------------------------------------------------------------------
+
+
+async def _locations_import(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    result = await locations.import_locations(uow(), load_documents(_read(a.file)))
+    return {"created": result.created, "updated": result.updated}
+
+
+async def _locations_list(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    page = await locations.list_locations(uow(), offset=a.offset, limit=a.limit)
+    return page_view(page, [location_view(x) for x in page.items])
+
+
+async def _locations_show(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    return location_view(await locations.get_location(uow(), a.location_id))
+
+
+async def _locations_update(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    location = await locations.change_location(uow(), a.location_id, _changes(a), replace=a.replace)
+    return location_view(location)
+
+
+async def _locations_retire(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    return location_view(await locations.retire_location(uow(), a.location_id))
+
+
+async def _evses_add(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    evse = await locations.add_evse(uow(), a.location_id, _document(a.file), _wiring(a))
+    return evse_view(evse)
+
+
+async def _evses_show(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    return evse_view(await locations.get_evse(uow(), a.location_id, a.evse_uid))
+
+
+async def _evses_update(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    evse = await locations.change_evse(
+        uow(), a.location_id, a.evse_uid, _changes(a), _wiring(a), replace=a.replace
+    )
+    return evse_view(evse)
+
+
+async def _evses_retire(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    return evse_view(await locations.retire_evse(uow(), a.location_id, a.evse_uid))
+
+
+async def _connectors_add(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    connector = await locations.add_connector(uow(), a.location_id, a.evse_uid, _document(a.file))
+    return connector_view(connector)
+
+
+async def _connectors_show(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    evse = await locations.get_evse(uow(), a.location_id, a.evse_uid)
+    for connector in evse.connectors:
+        if connector.id == a.connector_id:
+            return connector_view(connector)
+    raise CpmsError(f"connector {a.connector_id!r} not found on EVSE {a.evse_uid!r}")
+
+
+async def _connectors_update(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    connector = await locations.change_connector(
+        uow(), a.location_id, a.evse_uid, a.connector_id, _changes(a), replace=a.replace
+    )
+    return connector_view(connector)
+
+
+async def _connectors_remove(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    await locations.remove_connector(uow(), a.location_id, a.evse_uid, a.connector_id)
+    return {"removed": f"{a.location_id}/{a.evse_uid}/{a.connector_id}"}
+
+
+async def _connectors_tariffs(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    connector = await locations.assign_tariffs(
+        uow(), a.location_id, a.evse_uid, a.connector_id, a.tariff_ids
+    )
+    return connector_view(connector)
+
+
+async def _stations_create(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    station = await stations.create_station(
+        uow(), a.station_id, location_id=a.location, password=_password(a), lenient=a.lenient
+    )
+    return station_view(station)
+
+
+def _password(a: argparse.Namespace) -> str | None:
+    if getattr(a, "password_stdin", False):
+        return sys.stdin.readline().rstrip("\n")
+    return a.password
+
+
+async def _stations_list(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    page = await stations.list_stations(
+        uow(), offset=a.offset, limit=a.limit, location_id=a.location
+    )
+    return page_view(page, [station_view(x) for x in page.items])
+
+
+async def _stations_show(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    return station_view(await stations.get_station(uow(), a.station_id))
+
+
+async def _stations_update(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    changes = StationChanges(
+        location_id=a.location,
+        password=_password(a),
+        clear_password=a.no_password,
+        lenient=a.lenient,
+    )
+    return station_view(await stations.update_station(uow(), a.station_id, changes))
+
+
+async def _stations_retire(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    return station_view(await stations.retire_station(uow(), a.station_id))
+
+
+async def _tariffs_import(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    result = await tariffs.import_tariffs(uow(), load_documents(_read(a.file)))
+    return {"created": result.created, "updated": result.updated}
+
+
+async def _tariffs_list(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    page = await tariffs.list_tariffs(uow(), offset=a.offset, limit=a.limit, include_retired=a.all)
+    return page_view(page, [tariff_view(x) for x in page.items])
+
+
+async def _tariffs_show(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    return tariff_view(await tariffs.get_tariff(uow(), a.tariff_id))
+
+
+async def _tariffs_replace(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    return tariff_view(await tariffs.replace_tariff(uow(), a.tariff_id, _document(a.file)))
+
+
+async def _tariffs_retire(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    return tariff_view(await tariffs.retire_tariff(uow(), a.tariff_id))
+
+
+_TOKEN_FLAGS = ("contract_id", "issuer", "whitelist", "group_id", "visual_number", "language")
+
+
+async def _tokens_create(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    fields: dict[str, Any] = {"uid": a.uid, "type": a.type}
+    fields |= {name: getattr(a, name) for name in _TOKEN_FLAGS if getattr(a, name) is not None}
+    return token_view(await tokens.create_token(uow(), fields, **_our_party(s)))
+
+
+async def _tokens_list(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    page = await tokens.list_tokens(uow(), offset=a.offset, limit=a.limit)
+    return page_view(page, [token_view(x) for x in page.items])
+
+
+async def _tokens_show(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    return token_view(await tokens.get_token(uow(), a.uid, type_=a.type, **_our_party(s)))
+
+
+async def _tokens_update(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    fields = _assignments(a.set)
+    fields |= {name: getattr(a, name) for name in _TOKEN_FLAGS if getattr(a, name) is not None}
+    token = await tokens.update_token(uow(), a.uid, fields, type_=a.type, **_our_party(s))
+    return token_view(token)
+
+
+async def _tokens_retire(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    return token_view(await tokens.retire_token(uow(), a.uid, type_=a.type, **_our_party(s)))
+
+
+async def _db_status(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    return {"revision": await current_revision(uow.engine), "head": head_revision()}
+
+
+async def _db_upgrade(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    return await _db_status(a, uow, s)
+
+
+# The parser ----------------------------------------------------------------------------------
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser, names: Sequence[str] | None) -> None:
+    groups: dict[str, Any] = {}
+    for option in OPTIONS:
+        if names is not None and option.name not in names:
+            continue
+        group = groups.get(option.group)
+        if group is None:
+            group = groups[option.group] = parser.add_argument_group(f"{option.group} settings")
+        default = option.default.value if hasattr(option.default, "value") else option.default
+        group.add_argument(
+            option.flag,
+            dest=option.name,
+            metavar=option.name.split("_")[-1].upper(),
+            help=f"{option.help} [{option.env}; default: {default}]",
+        )
+
+
+def _sub(
+    parent: Any, name: str, action: Action, help_text: str, *, settings: bool = True
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = parent.add_parser(name, help=help_text, description=help_text)
+    parser.set_defaults(action=action)
+    if settings:
+        _add_settings_flags(parser, ("config", "database_url", "country_code", "party_id"))
+        parser.add_argument("--json", action="store_true", help="print JSON only")
+    return parser
+
+
+def _paging(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--offset", type=int, default=0, help="skip this many (default 0)")
+    parser.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+
+
+def _editing(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--file", help=f"OCPI {what} document (JSON file, - for stdin)")
+    parser.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="change one field (JSON value)"
+    )
+    parser.add_argument(
+        "--replace", action="store_true", help="--file is the whole new document (PUT)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the ``cpms`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="cpms",
+        description="Charge point management system: OCPP 1.6J/2.0.1 stations in, "
+        "OCPI 2.2.1 out. Run `cpms serve` to start; `cpms COMMAND --help` for details.",
+        epilog="Exit codes: 0 done, 1 refused (not found, conflict, invalid), 2 usage/config.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('cpms')}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the OCPP and HTTP servers",
+        description="Run the OCPP websocket server and the HTTP server (OCPI and operator API) "
+        "in one process. Each setting can be given as a flag, a CPMS_* environment variable or "
+        "a key in the --config TOML file (flags win, then variables, then the file).",
+    )
+    serve.set_defaults(action=None)
+    _add_settings_flags(serve, None)
+
+    db = commands.add_parser("db", help="database schema").add_subparsers(
+        dest="verb", metavar="VERB", required=True
+    )
+    _sub(db, "status", _db_status, "show the schema revision and the one the code needs")
+    _sub(db, "upgrade", _db_upgrade, "create or upgrade the schema, then show its revision")
+
+    locs = commands.add_parser("locations", help="locations (OCPI documents)").add_subparsers(
+        dest="verb", metavar="VERB", required=True
+    )
+    p = _sub(locs, "import", _locations_import, "create or replace locations from OCPI JSON")
+    p.add_argument("file", help="JSON file with one Location or a list (- for stdin)")
+    _paging(_sub(locs, "list", _locations_list, "list locations"))
+    _sub(locs, "show", _locations_show, "show one location").add_argument("location_id")
+    p = _sub(locs, "update", _locations_update, "change fields of a location, or replace it")
+    p.add_argument("location_id")
+    _editing(p, "Location")
+    p = _sub(locs, "retire", _locations_retire, "retire a location (its EVSEs become REMOVED)")
+    p.add_argument("location_id")
+
+    evses = commands.add_parser("evses", help="EVSEs of a location").add_subparsers(
+        dest="verb", metavar="VERB", required=True
+    )
+    for verb, action, text in (
+        ("add", _evses_add, "add an EVSE (OCPI EVSE document) to a location"),
+        ("show", _evses_show, "show one EVSE"),
+        ("update", _evses_update, "change fields of an EVSE, or wire it to a station"),
+        ("retire", _evses_retire, "remove an EVSE (status REMOVED; its uid is never reused)"),
+    ):
+        p = _sub(evses, verb, action, text)
+        p.add_argument("location_id")
+        if verb == "add":
+            p.add_argument("file", help="JSON file with one EVSE (- for stdin)")
+        else:
+            p.add_argument("evse_uid")
+        if verb in ("add", "update"):
+            p.add_argument("--station", help="id of the station that serves this EVSE")
+            p.add_argument(
+                "--ocpp-evse-id", type=int, help="its number on the station (1.6 connectorId)"
+            )
+        if verb == "update":
+            _editing(p, "EVSE")
+
+    conns = commands.add_parser("connectors", help="connectors of an EVSE").add_subparsers(
+        dest="verb", metavar="VERB", required=True
+    )
+    for verb, action, text in (
+        ("add", _connectors_add, "add a connector (OCPI Connector document) to an EVSE"),
+        ("show", _connectors_show, "show one connector"),
+        ("update", _connectors_update, "change fields of a connector, or replace it"),
+        ("remove", _connectors_remove, "remove a connector (an EVSE keeps at least one)"),
+        ("tariffs", _connectors_tariffs, "set the tariffs of a connector (none: clear)"),
+    ):
+        p = _sub(conns, verb, action, text)
+        p.add_argument("location_id")
+        p.add_argument("evse_uid")
+        if verb == "add":
+            p.add_argument("file", help="JSON file with one Connector (- for stdin)")
+            continue
+        p.add_argument("connector_id")
+        if verb == "update":
+            _editing(p, "Connector")
+        if verb == "tariffs":
+            p.add_argument("tariff_ids", nargs="*", metavar="TARIFF_ID")
+
+    sts = commands.add_parser("stations", help="charging stations").add_subparsers(
+        dest="verb", metavar="VERB", required=True
+    )
+    p = _sub(sts, "create", _stations_create, "create a station (its OCPP identity)")
+    p.add_argument("station_id")
+    p.add_argument("--location", required=True, help="id of its location")
+    p.add_argument("--password", help="Security Profile 1 password (stored hashed)")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.add_argument("--lenient", action="store_true", help="tolerate schema violations")
+    p = _sub(sts, "list", _stations_list, "list stations")
+    p.add_argument("--location", help="only stations of this location")
+    _paging(p)
+    _sub(sts, "show", _stations_show, "show one station").add_argument("station_id")
+    p = _sub(sts, "update", _stations_update, "change a station's location, password or leniency")
+    p.add_argument("station_id")
+    p.add_argument("--location", help="move it to this location")
+    p.add_argument("--password", help="set a new password")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.add_argument("--no-password", action="store_true", help="remove its password")
+    p.add_argument("--lenient", action=argparse.BooleanOptionalAction, default=None)
+    p = _sub(sts, "retire", _stations_retire, "retire a station (it may no longer connect)")
+    p.add_argument("station_id")
+
+    tars = commands.add_parser("tariffs", help="tariffs (OCPI documents)").add_subparsers(
+        dest="verb", metavar="VERB", required=True
+    )
+    p = _sub(tars, "import", _tariffs_import, "create or replace tariffs from OCPI JSON")
+    p.add_argument("file", help="JSON file with one Tariff or a list (- for stdin)")
+    p = _sub(tars, "list", _tariffs_list, "list tariffs")
+    p.add_argument("--all", action="store_true", help="include retired tariffs")
+    _paging(p)
+    _sub(tars, "show", _tariffs_show, "show one tariff").add_argument("tariff_id")
+    p = _sub(tars, "replace", _tariffs_replace, "replace a tariff with a full document")
+    p.add_argument("tariff_id")
+    p.add_argument("file", help="JSON file with the Tariff (- for stdin)")
+    p = _sub(tars, "retire", _tariffs_retire, "retire a tariff (taken off all connectors)")
+    p.add_argument("tariff_id")
+
+    toks = commands.add_parser("tokens", help="local tokens (RFID cards, ...)").add_subparsers(
+        dest="verb", metavar="VERB", required=True
+    )
+    for verb, action, text in (
+        ("create", _tokens_create, "create a local token"),
+        ("show", _tokens_show, "show one token"),
+        ("update", _tokens_update, "change fields of a token"),
+        ("retire", _tokens_retire, "invalidate a token (tokens are never deleted)"),
+    ):
+        p = _sub(toks, verb, action, text)
+        p.add_argument("uid", help="the id the reader sees (OCPP idTag)")
+        p.add_argument("--type", default="RFID", help="AD_HOC_USER, APP_USER, OTHER, RFID")
+        if verb in ("create", "update"):
+            for name in _TOKEN_FLAGS:
+                p.add_argument("--" + name.replace("_", "-"), dest=name)
+        if verb == "update":
+            p.add_argument("--set", action="append", metavar="KEY=VALUE", help="change a field")
+    _paging(_sub(toks, "list", _tokens_list, "list tokens"))
+    return parser
+
+
+# Running -------------------------------------------------------------------------------------
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    names = {option.name for option in OPTIONS}
+    flags = {k: v for k, v in vars(args).items() if k in names}
+    return load_settings(flags, os.environ)
+
+
+async def _run_action(args: argparse.Namespace, settings: Settings) -> Any:
+    engine = create_engine(settings.database_url)
+    try:
+        await prepare_schema(engine, allow_migrate=settings.auto_migrate)
+        return await args.action(args, UnitOfWorkFactory(engine), settings)
+    finally:
+        await engine.dispose()
+
+
+def _print(result: Any, as_json: bool) -> None:
+    if not as_json and isinstance(result, dict) and "items" in result and "total" in result:
+        for item in result["items"]:
+            key = item.get("id") or item.get("uid")
+            label = item.get("name") or item.get("location_id") or item.get("type") or ""
+            print(f"{key}\t{label}")
+        shown = len(result["items"])
+        print(f"({shown} of {result['total']}, from offset {result['offset']})", file=sys.stderr)
+        return
+    print(json.dumps(result, indent=None if as_json else 2, ensure_ascii=False))
+
+
+def _announce(runtime: Any) -> None:
+    s = runtime.settings
+    base = runtime.base_url()
+    lines = [
+        f"cpms {version('cpms')} is running (Ctrl+C stops it)",
+        f"  OCPP      ws://{s.ocpp_host}:{runtime.ocpp_port}/ocpp/{{station_id}}"
+        f"  (admission: {s.station_admission.value})",
+        f"  OCPI      {base}/ocpi/versions",
+        f"  operator  {base}/api  (description: {base}/api/openapi.json)",
+        f"  health    {base}/api/health",
+        f"  database  {s.database_url}",
+    ]
+    if runtime.generated_admin_token:
+        lines += [
+            "",
+            "  Operator API token (shown only this once, store it now):",
+            f"    {runtime.generated_admin_token}",
+            "  Use it as: Authorization: Bearer <token>. Set CPMS_ADMIN_TOKEN to choose your own.",
+        ]
+    print("\n".join(lines), flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``cpms`` command; return its exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+    except ConfigError as error:
+        print(f"cpms: configuration error: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        if args.action is None:
+            from cpms.runtime import serve
+
+            asyncio.run(serve(settings, announce=_announce))
+            return 0
+        result = asyncio.run(_run_action(args, settings))
+    except SchemaOutOfDate as error:
+        print(f"cpms: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"cpms: cannot start: {error}", file=sys.stderr)
+        return 1
+    except CpmsError as error:
+        print(f"cpms: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    _print(result, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""The domain model: SQLAlchemy 2.0 typed ORM classes, one module per aggregate.
+
+Shaped like OCPI 2.2.1 where OCPI defines the concept (Location, EVSE, Connector, Tariff,
+Token, Session, CDR) and like OCPP where only OCPP does (ChargingStation). Everything stored
+is UTC and SI-normalised (Wh, W, A); money is ``Decimal``.
+"""
+
+from cpms.model.base import Base, utcnow
+from cpms.model.cdr import Cdr
+from cpms.model.location import Connector, Evse, Location
+from cpms.model.outbox import AdminToken, OutboxEntry
+from cpms.model.partner import OcpiPartner
+from cpms.model.reservation import Reservation
+from cpms.model.session import ChargingPeriod, MeterSample, Session
+from cpms.model.station import ChargingStation
+from cpms.model.tariff import Tariff
+from cpms.model.token import Token
+
+__all__ = [
+    "AdminToken",
+    "Base",
+    "Cdr",
+    "ChargingPeriod",
+    "ChargingStation",
+    "Connector",
+    "Evse",
+    "Location",
+    "MeterSample",
+    "OcpiPartner",
+    "OutboxEntry",
+    "Reservation",
+    "Session",
+    "Tariff",
+    "Token",
+    "utcnow",
+]

@@ -1,0 +1,100 @@
+"""Charging sessions, their charging periods and the meter samples behind them.
+
+A session is OCPP-version independent: the OCPP transaction id is one attribute of it, and
+the OCPI Session fields are all here. Energy is kept in Wh (kWh only on OCPI); samples keep
+both the station's timestamp and the time we received them, because station clocks lie.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from cpms.model.base import Base, BigId, utcnow
+
+__all__ = ["ChargingPeriod", "MeterSample", "Session"]
+
+
+class Session(Base):
+    """A charging session, as OCPI 2.2.1 Session plus its OCPP transaction."""
+
+    __tablename__ = "session"
+    __table_args__ = (Index("ix_session_station_id_status", "station_id", "status"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    country_code: Mapped[str] = mapped_column(String(2))
+    party_id: Mapped[str] = mapped_column(String(3))
+    # Server-issued OCPP transaction id, unique across the whole system.
+    transaction_id: Mapped[str | None] = mapped_column(String(36), unique=True)
+    station_id: Mapped[str] = mapped_column(ForeignKey("charging_station.id"))
+    location_id: Mapped[str] = mapped_column(ForeignKey("location.id"))
+    evse_uid: Mapped[str | None] = mapped_column(ForeignKey("evse.uid"), index=True)
+    connector_id: Mapped[str | None] = mapped_column(String(36))
+    status: Mapped[str] = mapped_column(String(16), default="PENDING")
+    start_date_time: Mapped[datetime]
+    end_date_time: Mapped[datetime | None]
+    # OCPI CdrToken, sealed at start.
+    cdr_token: Mapped[dict[str, Any]]
+    auth_method: Mapped[str] = mapped_column(String(16))
+    authorization_reference: Mapped[str | None] = mapped_column(String(36))
+    meter_id: Mapped[str | None] = mapped_column(String(255))
+    meter_start_wh: Mapped[Decimal | None]
+    meter_stop_wh: Mapped[Decimal | None]
+    energy_wh: Mapped[Decimal] = mapped_column(default=Decimal(0))
+    currency: Mapped[str] = mapped_column(String(3))
+    total_cost_excl_vat: Mapped[Decimal | None]
+    total_cost_incl_vat: Mapped[Decimal | None]
+    stop_reason: Mapped[str | None] = mapped_column(String(32))
+    reservation_id: Mapped[int | None] = mapped_column(ForeignKey("reservation.id"))
+    # The eMSP that owns the token, when it is not a local token.
+    partner_id: Mapped[int | None] = mapped_column(ForeignKey("ocpi_partner.id"), index=True)
+    last_updated: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    charging_periods: Mapped[list[ChargingPeriod]] = relationship(
+        order_by="ChargingPeriod.start_date_time", cascade="all, delete-orphan"
+    )
+
+
+class ChargingPeriod(Base):
+    """A stretch of a session during which nothing tariff-relevant changed."""
+
+    __tablename__ = "charging_period"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("session.id"), index=True)
+    start_date_time: Mapped[datetime]
+    # OCPI CdrDimension list, volumes in OCPI units (kWh, hours, A, kW).
+    dimensions: Mapped[list[dict[str, Any]]]
+    tariff_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class MeterSample(Base):
+    """One sampled value a station reported, normalised to SI units."""
+
+    __tablename__ = "meter_sample"
+    __table_args__ = (
+        Index("ix_meter_sample_session_id_sampled_at", "session_id", "sampled_at"),
+        Index("ix_meter_sample_station_id_received_at", "station_id", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    session_id: Mapped[str | None] = mapped_column(ForeignKey("session.id"))
+    station_id: Mapped[str] = mapped_column(ForeignKey("charging_station.id"))
+    ocpp_evse_id: Mapped[int | None]
+    # When the station says it measured (its clock) and when we received it (ours).
+    sampled_at: Mapped[datetime]
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    measurand: Mapped[str] = mapped_column(String(48))
+    phase: Mapped[str | None] = mapped_column(String(8))
+    location: Mapped[str | None] = mapped_column(String(8))
+    context: Mapped[str | None] = mapped_column(String(24))
+    # As reported, and normalised (Wh, W, A, V, %...).
+    unit: Mapped[str | None] = mapped_column(String(16))
+    value: Mapped[Decimal]
+    value_si: Mapped[Decimal]
+    # Signed meter value (OCMF, EDL...) exactly as the station sent it.
+    signed_data: Mapped[dict[str, Any] | None]

@@ -1,0 +1,197 @@
+"""The composition root: the one module that wires the adapters around the core.
+
+``Runtime`` opens the database (creating or upgrading its schema), makes sure the operator
+has a token, and runs the OCPP websocket server and the HTTP server in one asyncio process.
+``serve`` runs a runtime until SIGTERM or SIGINT, then shuts down in order: stop accepting
+stations and HTTP clients, let in-flight work finish, close the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from cpms import stations
+from cpms.admission import Admission
+from cpms.config import Settings
+from cpms.database import create_engine, current_revision, head_revision, ping, prepare_schema
+from cpms.locations import DefaultLocation
+from cpms.operator_access import ensure_admin_token
+from cpms.unit_of_work import UnitOfWorkFactory
+from ocpi_api import HttpContext, create_app
+from ocpp_gateway import OcppServer, OcppVersion
+
+__all__ = ["Runtime", "default_location", "serve"]
+
+log = logging.getLogger("cpms")
+
+
+def default_location(settings: Settings) -> DefaultLocation:
+    """Return the default location described by ``settings``."""
+    return DefaultLocation(
+        id=settings.default_location_id,
+        country_code=settings.country_code,
+        party_id=settings.party_id,
+        name=settings.default_location_name,
+        address=settings.default_location_address,
+        city=settings.default_location_city,
+        postal_code=settings.default_location_postal_code,
+        country=settings.default_location_country,
+        latitude=settings.default_location_latitude,
+        longitude=settings.default_location_longitude,
+        time_zone=settings.default_location_time_zone,
+    )
+
+
+class Runtime:
+    """One running CPMS node: database, OCPP server and HTTP server."""
+
+    def __init__(self, settings: Settings, *, node: str | None = None) -> None:
+        self.settings = settings
+        self.node = node or f"{socket.gethostname()}:{os.getpid()}"
+        self.engine = create_engine(settings.database_url)
+        self.uow = UnitOfWorkFactory(self.engine)
+        self.generated_admin_token: str | None = None
+        self.gateway = OcppServer(
+            host=settings.ocpp_host,
+            port=settings.ocpp_port,
+            admit=self._admit,
+            on_connected=self._connected,
+            on_disconnected=self._disconnected,
+            ping_interval=settings.ping_interval,
+            ping_timeout=settings.ping_timeout,
+        )
+        self._http_runner: web.AppRunner | None = None
+        self._http_port: int | None = None
+
+    # The core, as the gateway sees it
+
+    async def _admit(self, station_id: str, password: str | None) -> Admission:
+        return await stations.admit_station(
+            self.uow(),
+            station_id,
+            password,
+            policy=self.settings.station_admission,
+            default_location=default_location(self.settings),
+        )
+
+    async def _connected(self, station_id: str, version: OcppVersion) -> None:
+        await stations.mark_connected(
+            self.uow(), station_id, ocpp_version=version.value, node=self.node
+        )
+        log.info("station %s connected (%s)", station_id, version.value)
+
+    async def _disconnected(self, station_id: str) -> None:
+        await stations.mark_disconnected(self.uow(), station_id, node=self.node)
+        log.info("station %s disconnected", station_id)
+
+    # Lifecycle
+
+    @property
+    def http_port(self) -> int:
+        """The port the HTTP server listens on (known after ``start``)."""
+        if self._http_port is None:
+            raise RuntimeError("the HTTP server is not started")
+        return self._http_port
+
+    @property
+    def ocpp_port(self) -> int:
+        """The port the OCPP server listens on (known after ``start``)."""
+        return self.gateway.port
+
+    def base_url(self) -> str:
+        """The public base URL of the HTTP server."""
+        return self.settings.base_url(self._http_port)
+
+    async def start(self) -> None:
+        """Prepare the database, then start both listeners. Undo everything on failure."""
+        try:
+            await prepare_schema(self.engine, allow_migrate=self.settings.auto_migrate)
+            self.generated_admin_token = await ensure_admin_token(
+                self.uow(), self.settings.admin_token
+            )
+            await self.gateway.start()
+            app = create_app(
+                HttpContext(
+                    settings=self.settings, uow=self.uow, health=self.health, base_url=self.base_url
+                )
+            )
+            self._http_runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await self._http_runner.setup()
+            site = web.TCPSite(self._http_runner, self.settings.http_host, self.settings.http_port)
+            await site.start()
+            self._http_port = _bound_port(site)
+        except BaseException:
+            await self.stop()
+            raise
+        log.info(
+            "listening: OCPP ws://%s:%d/ocpp/{station_id}, HTTP %s (OCPI %s/ocpi/versions)",
+            self.settings.ocpp_host, self.ocpp_port, self.base_url(), self.base_url(),
+        )  # fmt: skip
+
+    async def stop(self) -> None:
+        """Stop accepting, close connections, and close the database."""
+        if self.gateway.listening:
+            await self.gateway.stop()
+        if self._http_runner is not None:
+            await self._http_runner.cleanup()
+            self._http_runner = None
+        await self.engine.dispose()
+
+    async def health(self) -> dict[str, Any]:
+        """Report database and listener state."""
+        database: dict[str, Any] = {"engine": self.engine.dialect.name}
+        try:
+            await ping(self.engine)
+            revision = await current_revision(self.engine)
+            database |= {"ok": revision == head_revision(), "revision": revision}
+        except Exception as error:
+            database |= {"ok": False, "error": f"{type(error).__name__}: {error}"}
+        listeners = {
+            "ocpp": {
+                "listening": self.gateway.listening,
+                "port": self.gateway.port if self.gateway.listening else None,
+                "connected_stations": self.gateway.connection_count,
+            },
+            "http": {"listening": self._http_runner is not None, "port": self._http_port},
+        }
+        ok = database["ok"] and all(listener["listening"] for listener in listeners.values())
+        return {
+            "status": "ok" if ok else "degraded",
+            "node": self.node,
+            "database": database,
+            "listeners": listeners,
+        }
+
+
+def _bound_port(site: web.TCPSite) -> int:
+    server = site._server  # aiohttp exposes the bound sockets only here
+    assert isinstance(server, asyncio.Server)
+    return int(server.sockets[0].getsockname()[1])
+
+
+async def serve(settings: Settings, *, announce: Callable[[Runtime], None] | None = None) -> None:
+    """Run a node until SIGTERM or SIGINT, then shut it down cleanly."""
+    runtime = Runtime(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await runtime.start()
+        if announce is not None:
+            announce(runtime)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await runtime.stop()
+    log.info("stopped")

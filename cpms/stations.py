@@ -1,0 +1,248 @@
+"""Charging stations: create, list, change and retire them, and admit them when they connect.
+
+Owns the station records and the admission decision (see ``cpms.admission``). Knows no OCPP:
+the gateway calls ``admit_station`` during the websocket handshake and ``mark_connected`` /
+``mark_disconnected`` around the connection.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+
+from cpms.admission import Admission, AdmissionPolicy, Verdict
+from cpms.errors import Conflict, InvalidRequest, NotFound
+from cpms.events import StationChanged, StationRegistered
+from cpms.locations import DefaultLocation, ensure_default_location
+from cpms.model import ChargingStation, Evse, Location, utcnow
+from cpms.pages import Page, fetch_page
+from cpms.passwords import hash_password, verify_password
+from cpms.unit_of_work import UnitOfWork
+
+__all__ = [
+    "StationChanges",
+    "admit_station",
+    "create_station",
+    "get_station",
+    "list_stations",
+    "mark_connected",
+    "mark_disconnected",
+    "retire_station",
+    "update_station",
+    "valid_station_id",
+]
+
+# OCPP 2.0.1 identity: string(48) of URL-safe characters, no ':' (it splits Basic auth).
+_STATION_ID = re.compile(r"[A-Za-z0-9._~*@+\-]{1,48}")
+# OCPP 2.0.1 BasicAuthPassword is 16 to 40 characters; 1.6 stations are often laxer.
+_PASSWORD_LENGTHS = range(8, 41)
+
+
+def valid_station_id(station_id: str) -> bool:
+    """Tell whether ``station_id`` can be a station identity in ``/ocpp/{id}``."""
+    return _STATION_ID.fullmatch(station_id) is not None
+
+
+def _check_password(password: str) -> None:
+    if len(password) not in _PASSWORD_LENGTHS or not password.isprintable():
+        raise InvalidRequest("password must be 8 to 40 printable characters")
+
+
+@dataclass(frozen=True, slots=True)
+class StationChanges:
+    """What an operator may change on a station; ``None`` leaves a value alone."""
+
+    location_id: str | None = None
+    password: str | None = None
+    clear_password: bool = False
+    lenient: bool | None = None
+
+
+async def create_station(
+    uow: UnitOfWork,
+    station_id: str,
+    *,
+    location_id: str,
+    password: str | None = None,
+    lenient: bool = False,
+) -> ChargingStation:
+    """Create a station under a location; its password is stored hashed."""
+    if not valid_station_id(station_id):
+        raise InvalidRequest(
+            f"station id {station_id!r} must be 1 to 48 of A-Z a-z 0-9 . _ ~ * @ + -"
+        )
+    if password is not None:
+        _check_password(password)
+    now = utcnow()
+    async with uow:
+        if await uow.session.get(ChargingStation, station_id) is not None:
+            raise Conflict(f"station {station_id!r} exists already")
+        await uow.get(Location, location_id, kind="location")
+        station = ChargingStation(
+            id=station_id,
+            location_id=location_id,
+            password_hash=hash_password(password) if password else None,
+            lenient=lenient,
+            registered_by="operator",
+            created_at=now,
+            updated_at=now,
+        )
+        uow.session.add(station)
+        uow.record(
+            StationRegistered(
+                occurred_at=now, station_id=station_id, location_id=location_id,
+                registered_by="operator",
+            )
+        )  # fmt: skip
+        await uow.commit()
+        return station
+
+
+async def list_stations(
+    uow: UnitOfWork, *, offset: int = 0, limit: int | None = None, location_id: str | None = None
+) -> Page[ChargingStation]:
+    """List stations by id, optionally of one location."""
+    query = select(ChargingStation).order_by(ChargingStation.id)
+    if location_id is not None:
+        query = query.where(ChargingStation.location_id == location_id)
+    async with uow:
+        return await fetch_page(uow.session, query, offset=offset, limit=limit)
+
+
+async def get_station(uow: UnitOfWork, station_id: str) -> ChargingStation:
+    """Return one station, or raise ``NotFound``."""
+    async with uow:
+        return await uow.get(ChargingStation, station_id, kind="station")
+
+
+async def update_station(
+    uow: UnitOfWork, station_id: str, changes: StationChanges
+) -> ChargingStation:
+    """Change a station's location, password or leniency."""
+    if changes.password is not None:
+        _check_password(changes.password)
+    now = utcnow()
+    async with uow:
+        station = await uow.get(ChargingStation, station_id, kind="station")
+        changed: list[str] = []
+        if changes.location_id is not None and changes.location_id != station.location_id:
+            await uow.get(Location, changes.location_id, kind="location")
+            station.location_id = changes.location_id
+            changed.append("location_id")
+        if changes.password is not None:
+            station.password_hash = hash_password(changes.password)
+            changed.append("password")
+        elif changes.clear_password:
+            station.password_hash = None
+            changed.append("password")
+        if changes.lenient is not None and changes.lenient != station.lenient:
+            station.lenient = changes.lenient
+            changed.append("lenient")
+        if changed:
+            station.updated_at = now
+            uow.record(
+                StationChanged(occurred_at=now, station_id=station_id, fields=tuple(changed))
+            )
+        await uow.commit()
+        return station
+
+
+async def retire_station(uow: UnitOfWork, station_id: str) -> ChargingStation:
+    """Retire a station: it may no longer connect and its EVSEs become REMOVED."""
+    now = utcnow()
+    async with uow:
+        station = await uow.get(ChargingStation, station_id, kind="station")
+        if station.retired_at is None:
+            station.retired_at = now
+            station.updated_at = now
+            evses = await uow.session.scalars(select(Evse).where(Evse.station_id == station_id))
+            for evse in evses:
+                if evse.status != "REMOVED":
+                    await uow.session.refresh(evse, ["location"])
+                    evse.status = "REMOVED"
+                    evse.touch(now)
+            uow.record(StationChanged(occurred_at=now, station_id=station_id, retired=True))
+        await uow.commit()
+        return station
+
+
+async def admit_station(
+    uow: UnitOfWork,
+    station_id: str,
+    password: str | None,
+    *,
+    policy: AdmissionPolicy,
+    default_location: DefaultLocation,
+) -> Admission:
+    """Decide whether a connecting station may open its OCPP connection."""
+    async with uow:
+        station = await uow.session.get(ChargingStation, station_id)
+        if station is not None and station.retired:
+            return Admission(Verdict.UNKNOWN_STATION, station_id, "station is retired")
+        if station is not None:
+            if station.password_hash is None:
+                return Admission(Verdict.ACCEPTED, station_id)
+            if password is not None and verify_password(password, station.password_hash):
+                return Admission(Verdict.ACCEPTED, station_id)
+            return Admission(Verdict.BAD_CREDENTIALS, station_id, "wrong or missing password")
+        if policy is not AdmissionPolicy.OPEN or not valid_station_id(station_id):
+            return Admission(Verdict.UNKNOWN_STATION, station_id, "unknown station id")
+        now = utcnow()
+        location = await ensure_default_location(uow, default_location)
+        uow.session.add(
+            ChargingStation(
+                id=station_id, location_id=location.id, registered_by="admission",
+                created_at=now, updated_at=now,
+            )
+        )  # fmt: skip
+        uow.record(
+            StationRegistered(
+                occurred_at=now, station_id=station_id, location_id=location.id,
+                registered_by="admission",
+            )
+        )  # fmt: skip
+        try:
+            await uow.commit()
+        except Exception:
+            # Two first connections of one new station raced; the other one registered it.
+            await uow.rollback()
+            if await uow.session.get(ChargingStation, station_id) is None:
+                raise
+        return Admission(Verdict.ACCEPTED, station_id, "registered on connect", registered=True)
+
+
+async def mark_connected(uow: UnitOfWork, station_id: str, *, ocpp_version: str, node: str) -> None:
+    """Record that a station's connection is open on ``node``."""
+    now = utcnow()
+    async with uow:
+        station = await uow.session.get(ChargingStation, station_id)
+        if station is None:
+            raise NotFound("station", station_id)
+        station.online = True
+        station.ocpp_version = ocpp_version
+        station.connected_node = node
+        station.connected_at = now
+        station.last_seen_at = now
+        await uow.commit()
+
+
+async def mark_disconnected(
+    uow: UnitOfWork, station_id: str, *, node: str, since: datetime | None = None
+) -> None:
+    """Record that a station's connection on ``node`` closed.
+
+    Does nothing if the station has meanwhile connected again (on this or another node):
+    a replaced connection must not mark a live station offline.
+    """
+    async with uow:
+        station = await uow.session.get(ChargingStation, station_id)
+        if station is None or station.connected_node != node:
+            return
+        if since is not None and station.connected_at is not None and station.connected_at > since:
+            return
+        station.online = False
+        station.connected_node = None
+        await uow.commit()

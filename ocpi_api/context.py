@@ -1,0 +1,29 @@
+"""What the HTTP adapter needs from the running process, under one typed application key."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from cpms.config import Settings
+from cpms.unit_of_work import UnitOfWorkFactory
+
+__all__ = ["CONTEXT", "HttpContext"]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpContext:
+    """The core services and settings the handlers use."""
+
+    settings: Settings
+    uow: UnitOfWorkFactory
+    health: Callable[[], Awaitable[dict[str, Any]]]
+    """Reports database and listener state (the runtime knows the listeners)."""
+    base_url: Callable[[], str]
+    """The public base URL of this HTTP server, known once it listens."""
+
+
+CONTEXT = web.AppKey("context", HttpContext)

@@ -1,0 +1,421 @@
+"""Operator API handlers: each reads the request, calls one core service, renders the result."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from cpms import locations, stations, tariffs, tokens
+from cpms.errors import InvalidRequest
+from cpms.locations import EvseWiring
+from cpms.stations import StationChanges
+from cpms.views import (
+    connector_view,
+    evse_view,
+    location_view,
+    page_view,
+    station_view,
+    tariff_view,
+    token_view,
+)
+from ocpi_api.context import CONTEXT, HttpContext
+from ocpi_api.operator.middleware import errors_middleware, operator_auth_middleware
+
+__all__ = ["create_operator_app", "routes"]
+
+routes = web.RouteTableDef()
+
+
+def _context(request: web.Request) -> HttpContext:
+    return request.config_dict[CONTEXT]
+
+
+def _paging(request: web.Request) -> tuple[int, int | None]:
+    try:
+        offset = int(request.query.get("offset", "0"))
+        limit = int(request.query["limit"]) if "limit" in request.query else None
+    except ValueError:
+        raise InvalidRequest("offset and limit must be whole numbers") from None
+    return offset, limit
+
+
+async def _body(request: web.Request) -> Any:
+    return json.loads(await request.text() or "null")
+
+
+async def _object(request: web.Request) -> dict[str, Any]:
+    body = await _body(request)
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    return body
+
+
+def _documents(body: Any) -> list[dict[str, Any]]:
+    items = body if isinstance(body, list) else [body]
+    if not items or not all(isinstance(item, dict) for item in items):
+        raise InvalidRequest("the body must be a JSON object or a non-empty list of objects")
+    return items
+
+
+def _split_wiring(body: dict[str, Any]) -> tuple[dict[str, Any], EvseWiring | None]:
+    document = dict(body)
+    if "station_id" not in document and "ocpp_evse_id" not in document:
+        return document, None
+    station_id, evse_id = document.pop("station_id", None), document.pop("ocpp_evse_id", None)
+    if station_id is not None and not isinstance(station_id, str):
+        raise InvalidRequest("station_id must be a string or null")
+    if evse_id is not None and (not isinstance(evse_id, int) or isinstance(evse_id, bool)):
+        raise InvalidRequest("ocpp_evse_id must be an integer or null")
+    return document, EvseWiring(station_id=station_id, ocpp_evse_id=evse_id)
+
+
+# Health and description ------------------------------------------------------------------
+
+
+@routes.get("/health")
+async def health(request: web.Request) -> web.Response:
+    """Report database and listener state; 503 when something is down."""
+    report = await _context(request).health()
+    return web.json_response(report, status=200 if report["status"] == "ok" else 503)
+
+
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    """Serve the OpenAPI description of this API."""
+    text = resources.files("ocpi_api.operator").joinpath("openapi.json").read_text("utf-8")
+    return web.Response(text=text, content_type="application/json")
+
+
+# Locations, EVSEs, connectors ------------------------------------------------------------
+
+
+@routes.get("/locations")
+async def list_locations(request: web.Request) -> web.Response:
+    offset, limit = _paging(request)
+    page = await locations.list_locations(_context(request).uow(), offset=offset, limit=limit)
+    return web.json_response(page_view(page, [location_view(x) for x in page.items]))
+
+
+@routes.post("/locations")
+async def import_locations(request: web.Request) -> web.Response:
+    documents = _documents(await _body(request))
+    result = await locations.import_locations(_context(request).uow(), documents)
+    status = 201 if result.created and not result.updated else 200
+    return web.json_response({"created": result.created, "updated": result.updated}, status=status)
+
+
+@routes.get("/locations/{location_id}")
+async def get_location(request: web.Request) -> web.Response:
+    location = await locations.get_location(
+        _context(request).uow(), request.match_info["location_id"]
+    )
+    return web.json_response(location_view(location))
+
+
+@routes.put("/locations/{location_id}")
+@routes.patch("/locations/{location_id}")
+async def change_location(request: web.Request) -> web.Response:
+    location = await locations.change_location(
+        _context(request).uow(),
+        request.match_info["location_id"],
+        await _object(request),
+        replace=request.method == "PUT",
+    )
+    return web.json_response(location_view(location))
+
+
+@routes.delete("/locations/{location_id}")
+async def retire_location(request: web.Request) -> web.Response:
+    location = await locations.retire_location(
+        _context(request).uow(), request.match_info["location_id"]
+    )
+    return web.json_response(location_view(location))
+
+
+@routes.post("/locations/{location_id}/evses")
+async def add_evse(request: web.Request) -> web.Response:
+    document, wiring = _split_wiring(await _object(request))
+    evse = await locations.add_evse(
+        _context(request).uow(), request.match_info["location_id"], document, wiring
+    )
+    return web.json_response(evse_view(evse), status=201)
+
+
+@routes.get("/locations/{location_id}/evses/{evse_uid}")
+async def get_evse(request: web.Request) -> web.Response:
+    info = request.match_info
+    evse = await locations.get_evse(_context(request).uow(), info["location_id"], info["evse_uid"])
+    return web.json_response(evse_view(evse))
+
+
+@routes.put("/locations/{location_id}/evses/{evse_uid}")
+@routes.patch("/locations/{location_id}/evses/{evse_uid}")
+async def change_evse(request: web.Request) -> web.Response:
+    info = request.match_info
+    document, wiring = _split_wiring(await _object(request))
+    evse = await locations.change_evse(
+        _context(request).uow(),
+        info["location_id"],
+        info["evse_uid"],
+        document,
+        wiring,
+        replace=request.method == "PUT",
+    )
+    return web.json_response(evse_view(evse))
+
+
+@routes.delete("/locations/{location_id}/evses/{evse_uid}")
+async def retire_evse(request: web.Request) -> web.Response:
+    info = request.match_info
+    evse = await locations.retire_evse(
+        _context(request).uow(), info["location_id"], info["evse_uid"]
+    )
+    return web.json_response(evse_view(evse))
+
+
+@routes.post("/locations/{location_id}/evses/{evse_uid}/connectors")
+async def add_connector(request: web.Request) -> web.Response:
+    info = request.match_info
+    connector = await locations.add_connector(
+        _context(request).uow(), info["location_id"], info["evse_uid"], await _object(request)
+    )
+    return web.json_response(connector_view(connector), status=201)
+
+
+@routes.get("/locations/{location_id}/evses/{evse_uid}/connectors/{connector_id}")
+async def get_connector(request: web.Request) -> web.Response:
+    info = request.match_info
+    evse = await locations.get_evse(_context(request).uow(), info["location_id"], info["evse_uid"])
+    for connector in evse.connectors:
+        if connector.id == info["connector_id"]:
+            return web.json_response(connector_view(connector))
+    raise web.HTTPNotFound(reason=f"connector {info['connector_id']!r} not found")
+
+
+@routes.put("/locations/{location_id}/evses/{evse_uid}/connectors/{connector_id}")
+@routes.patch("/locations/{location_id}/evses/{evse_uid}/connectors/{connector_id}")
+async def change_connector(request: web.Request) -> web.Response:
+    info = request.match_info
+    connector = await locations.change_connector(
+        _context(request).uow(),
+        info["location_id"],
+        info["evse_uid"],
+        info["connector_id"],
+        await _object(request),
+        replace=request.method == "PUT",
+    )
+    return web.json_response(connector_view(connector))
+
+
+@routes.delete("/locations/{location_id}/evses/{evse_uid}/connectors/{connector_id}")
+async def remove_connector(request: web.Request) -> web.Response:
+    info = request.match_info
+    await locations.remove_connector(
+        _context(request).uow(), info["location_id"], info["evse_uid"], info["connector_id"]
+    )
+    return web.Response(status=204)
+
+
+@routes.put("/locations/{location_id}/evses/{evse_uid}/connectors/{connector_id}/tariffs")
+async def assign_tariffs(request: web.Request) -> web.Response:
+    info = request.match_info
+    body = await _object(request)
+    tariff_ids = body.get("tariff_ids")
+    if not isinstance(tariff_ids, list) or not all(isinstance(t, str) for t in tariff_ids):
+        raise InvalidRequest('send {"tariff_ids": ["TARIFF_ID", ...]} (an empty list clears)')
+    connector = await locations.assign_tariffs(
+        _context(request).uow(), info["location_id"], info["evse_uid"], info["connector_id"],
+        tariff_ids,
+    )  # fmt: skip
+    return web.json_response(connector_view(connector))
+
+
+# Stations -----------------------------------------------------------------------------------
+
+
+def _station_changes(body: dict[str, Any]) -> StationChanges:
+    allowed = {"location_id", "password", "lenient"}
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise InvalidRequest(f"unknown station field {unknown[0]!r} (allowed: {sorted(allowed)})")
+    password = body.get("password")
+    if "password" in body and password is not None and not isinstance(password, str):
+        raise InvalidRequest("password must be a string, or null to remove it")
+    lenient = body.get("lenient")
+    if lenient is not None and not isinstance(lenient, bool):
+        raise InvalidRequest("lenient must be true or false")
+    location_id = body.get("location_id")
+    if location_id is not None and not isinstance(location_id, str):
+        raise InvalidRequest("location_id must be a string")
+    return StationChanges(
+        location_id=location_id,
+        password=password,
+        clear_password="password" in body and password is None,
+        lenient=lenient,
+    )
+
+
+@routes.get("/stations")
+async def list_stations(request: web.Request) -> web.Response:
+    offset, limit = _paging(request)
+    page = await stations.list_stations(
+        _context(request).uow(),
+        offset=offset,
+        limit=limit,
+        location_id=request.query.get("location_id"),
+    )
+    return web.json_response(page_view(page, [station_view(s) for s in page.items]))
+
+
+@routes.post("/stations")
+async def create_station(request: web.Request) -> web.Response:
+    body = await _object(request)
+    station_id = body.pop("id", None)
+    if not isinstance(station_id, str):
+        raise InvalidRequest('"id" (the station identity in /ocpp/{id}) is required')
+    changes = _station_changes(body)
+    if changes.location_id is None:
+        raise InvalidRequest('"location_id" is required')
+    station = await stations.create_station(
+        _context(request).uow(),
+        station_id,
+        location_id=changes.location_id,
+        password=changes.password,
+        lenient=bool(changes.lenient),
+    )
+    return web.json_response(station_view(station), status=201)
+
+
+@routes.get("/stations/{station_id}")
+async def get_station(request: web.Request) -> web.Response:
+    station = await stations.get_station(_context(request).uow(), request.match_info["station_id"])
+    return web.json_response(station_view(station))
+
+
+@routes.patch("/stations/{station_id}")
+async def update_station(request: web.Request) -> web.Response:
+    station = await stations.update_station(
+        _context(request).uow(),
+        request.match_info["station_id"],
+        _station_changes(await _object(request)),
+    )
+    return web.json_response(station_view(station))
+
+
+@routes.delete("/stations/{station_id}")
+async def retire_station(request: web.Request) -> web.Response:
+    station = await stations.retire_station(
+        _context(request).uow(), request.match_info["station_id"]
+    )
+    return web.json_response(station_view(station))
+
+
+# Tariffs ------------------------------------------------------------------------------------
+
+
+@routes.get("/tariffs")
+async def list_tariffs(request: web.Request) -> web.Response:
+    offset, limit = _paging(request)
+    page = await tariffs.list_tariffs(
+        _context(request).uow(),
+        offset=offset,
+        limit=limit,
+        include_retired=request.query.get("include_retired") == "true",
+    )
+    return web.json_response(page_view(page, [tariff_view(t) for t in page.items]))
+
+
+@routes.post("/tariffs")
+async def import_tariffs(request: web.Request) -> web.Response:
+    result = await tariffs.import_tariffs(_context(request).uow(), _documents(await _body(request)))
+    status = 201 if result.created and not result.updated else 200
+    return web.json_response({"created": result.created, "updated": result.updated}, status=status)
+
+
+@routes.get("/tariffs/{tariff_id}")
+async def get_tariff(request: web.Request) -> web.Response:
+    tariff = await tariffs.get_tariff(_context(request).uow(), request.match_info["tariff_id"])
+    return web.json_response(tariff_view(tariff))
+
+
+@routes.put("/tariffs/{tariff_id}")
+async def replace_tariff(request: web.Request) -> web.Response:
+    tariff = await tariffs.replace_tariff(
+        _context(request).uow(), request.match_info["tariff_id"], await _object(request)
+    )
+    return web.json_response(tariff_view(tariff))
+
+
+@routes.delete("/tariffs/{tariff_id}")
+async def retire_tariff(request: web.Request) -> web.Response:
+    tariff = await tariffs.retire_tariff(_context(request).uow(), request.match_info["tariff_id"])
+    return web.json_response(tariff_view(tariff))
+
+
+# Local tokens -------------------------------------------------------------------------------
+
+
+def _our_party(request: web.Request) -> dict[str, str]:
+    settings = _context(request).settings
+    return {"country_code": settings.country_code, "party_id": settings.party_id}
+
+
+@routes.get("/tokens")
+async def list_tokens(request: web.Request) -> web.Response:
+    offset, limit = _paging(request)
+    page = await tokens.list_tokens(
+        _context(request).uow(), offset=offset, limit=limit, source=request.query.get("source")
+    )
+    return web.json_response(page_view(page, [token_view(t) for t in page.items]))
+
+
+@routes.post("/tokens")
+async def create_token(request: web.Request) -> web.Response:
+    token = await tokens.create_token(
+        _context(request).uow(), await _object(request), **_our_party(request)
+    )
+    return web.json_response(token_view(token), status=201)
+
+
+@routes.get("/tokens/{uid}")
+async def get_token(request: web.Request) -> web.Response:
+    token = await tokens.get_token(
+        _context(request).uow(),
+        request.match_info["uid"],
+        type_=request.query.get("type", "RFID"),
+        **_our_party(request),
+    )
+    return web.json_response(token_view(token))
+
+
+@routes.patch("/tokens/{uid}")
+async def update_token(request: web.Request) -> web.Response:
+    token = await tokens.update_token(
+        _context(request).uow(),
+        request.match_info["uid"],
+        await _object(request),
+        type_=request.query.get("type", "RFID"),
+        **_our_party(request),
+    )
+    return web.json_response(token_view(token))
+
+
+@routes.delete("/tokens/{uid}")
+async def retire_token(request: web.Request) -> web.Response:
+    token = await tokens.retire_token(
+        _context(request).uow(),
+        request.match_info["uid"],
+        type_=request.query.get("type", "RFID"),
+        **_our_party(request),
+    )
+    return web.json_response(token_view(token))
+
+
+def create_operator_app() -> web.Application:
+    """Build the ``/api`` sub-application."""
+    app = web.Application(middlewares=[errors_middleware, operator_auth_middleware])
+    app.add_routes(routes)
+    return app

@@ -1,0 +1,532 @@
+"""Serve OCPP stations over websockets: handshake, one registry entry per station, frame loop.
+
+Owns the ``websockets`` server (new asyncio API), the registry of connected stations keyed by
+station id, and each connection's loop: read frames, feed ``rpc.RpcSession``, answer incoming
+CALLs through a dispatch table of handlers, correlate our own CALLs and time them out. The rules
+live in ``rpc`` and ``handshake``; this module owns sockets, tasks and time. It knows the core
+only through the callables it is given (``admit``, ``on_connected``, ``on_disconnected``).
+
+A second connection for a station id replaces the first (FIELD-NOTES 5): the new one is
+registered, then the old one is closed with 1000 "replaced by a new connection". Connect and
+disconnect bookkeeping for one station id runs one at a time, in a per-station turn:
+
+- a connection reports ``on_disconnected`` only if it is still the registered one, so a replaced
+  connection never marks its station offline;
+- ``on_connected`` of a new connection waits for a running ``on_disconnected`` of the old one, so
+  the core always hears the two in the order the registry changed (never "online" overtaken by
+  a slow "offline").
+
+Incoming CALLs are answered one after another by a per-connection task, while the reader keeps
+matching responses to our own CALL; that is why a handler must never call its own station
+(DESIGN, FIELD-NOTES 13): it would wait for itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import logging
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError
+from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
+
+from cpms.admission import Admission
+from ocpp_gateway.handshake import (
+    Rejection,
+    check_request,
+    choose_subprotocol,
+    parse_station_path,
+    reject_admission,
+    split_subprotocols,
+)
+from ocpp_gateway.rpc import (
+    Call,
+    CallAnswered,
+    CallError,
+    CallReceived,
+    CallResult,
+    ErrorCode,
+    FrameRejected,
+    LateResponse,
+    OcppVersion,
+    RpcError,
+    RpcSession,
+    UnmatchedResponse,
+)
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "REPLACED_REASON",
+    "Admit",
+    "CallContext",
+    "Handler",
+    "OcppServer",
+    "StationConnected",
+    "StationDisconnected",
+    "StationNotConnected",
+    "dispatch",
+]
+
+logger = logging.getLogger("ocpp_gateway")
+
+DEFAULT_MAX_MESSAGE_SIZE = 2**20
+"""1 MiB: room for a large 2.0.1 NotifyReport or charging profile, not for a memory attack."""
+
+REPLACED_REASON = "replaced by a new connection"
+
+MAX_QUEUED_INCOMING_CALLS = 8
+"""Incoming CALLs waiting for their answer; OCPP allows one, a few absorb a misbehaving station.
+
+When full, the reader stops reading, which pushes back on the station through TCP.
+"""
+
+Admit = Callable[[str, str | None], Awaitable[Admission]]
+"""The core's admission: ``(station_id, basic_auth_password_or_None) -> Admission``."""
+StationConnected = Callable[[str, OcppVersion], Awaitable[None]]
+StationDisconnected = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """What a handler knows about the CALL it answers, besides the CALL itself."""
+
+    station_id: str
+    version: OcppVersion
+    received_at: datetime
+    """When the gateway read the frame (UTC): station clocks lie, ours is the reference."""
+
+
+Handler = Callable[[CallContext, Call], Awaitable[Mapping[str, Any]]]
+"""Answer one CALL with its CALLRESULT payload, or raise ``RpcError`` to answer a CALLERROR."""
+
+
+class StationNotConnected(LookupError):
+    """The station has no open connection to this gateway (or lost it while we waited)."""
+
+    def __init__(self, station_id: str) -> None:
+        super().__init__(f"station {station_id!r} is not connected")
+        self.station_id = station_id
+
+
+async def dispatch(
+    handlers: Mapping[str, Handler], context: CallContext, call: Call
+) -> CallResult | CallError:
+    """Answer an incoming CALL with the handler registered for its action.
+
+    An action without a handler gets ``NotImplemented``; a handler's ``RpcError`` becomes its
+    CALLERROR; any other exception is logged and answered ``InternalError``, so one bad message
+    never takes the connection down.
+    """
+    handler = handlers.get(call.action)
+    if handler is None:
+        return CallError(
+            call.unique_id, ErrorCode.NOT_IMPLEMENTED, f"no handler for {call.action} yet"
+        )
+    try:
+        payload = await handler(context, call)
+        result = CallResult(call.unique_id, dict(payload))
+    except RpcError as error:
+        return error.to_call_error(call.unique_id)
+    except Exception:
+        logger.exception(
+            "station %s: handler for %s (%s) failed",
+            context.station_id,
+            call.action,
+            call.unique_id,
+        )
+        return CallError(call.unique_id, ErrorCode.INTERNAL_ERROR, "internal error")
+    return result
+
+
+class _StationConnection:
+    """One accepted websocket of one station: its RPC session, reader and answering task."""
+
+    def __init__(
+        self,
+        station_id: str,
+        version: OcppVersion,
+        websocket: ServerConnection,
+        handlers: Mapping[str, Handler],
+    ) -> None:
+        self.station_id = station_id
+        self.websocket = websocket
+        self.session = RpcSession(version)
+        self._handlers = handlers
+        self._incoming: asyncio.Queue[tuple[Call, datetime]] = asyncio.Queue(
+            MAX_QUEUED_INCOMING_CALLS
+        )
+        self._our_turn = asyncio.Lock()  # one outgoing CALL in flight, others wait their turn
+        self._awaited_response: asyncio.Future[CallResult | CallError] | None = None
+
+    async def run(self) -> None:
+        """Read frames until the connection closes; answer CALLs meanwhile."""
+        answering = asyncio.create_task(self._answer_calls())
+        try:
+            async for message in self.websocket:
+                await self._receive(message)
+        except ConnectionClosedError as closed:
+            logger.info("station %s: connection lost: %s", self.station_id, closed)
+        except ConnectionClosed:
+            pass  # closed normally while we were sending a reply: same as the loop ending
+        finally:
+            answering.cancel()
+            await asyncio.wait([answering])  # unlike awaiting it, never swallows our own cancel
+            if self._awaited_response is not None and not self._awaited_response.done():
+                self._awaited_response.set_exception(StationNotConnected(self.station_id))
+
+    async def call(
+        self,
+        action: str,
+        payload: Mapping[str, Any],
+        *,
+        timeout: float,  # noqa: ASYNC109 - required on purpose, see OcppServer.call
+    ) -> CallResult | CallError:
+        """Send a CALL when our previous one is done; return its response within ``timeout``."""
+        async with asyncio.timeout(timeout), self._our_turn:
+            return await self._call_in_our_turn(action, payload)
+
+    async def _call_in_our_turn(
+        self, action: str, payload: Mapping[str, Any]
+    ) -> CallResult | CallError:
+        call = self.session.send_call(action, payload)
+        response = self._awaited_response = asyncio.get_running_loop().create_future()
+        try:
+            await self.websocket.send(call.serialize())
+            return await response
+        except ConnectionClosed:
+            raise StationNotConnected(self.station_id) from None
+        finally:
+            self._awaited_response = None
+            # Timed out, cancelled or disconnected: its response, if it comes, is late.
+            if self.session.call_in_flight is call:
+                self.session.expire_call()
+
+    async def _receive(self, message: str | bytes) -> None:
+        received_at = datetime.now(UTC)
+        if isinstance(message, bytes):
+            logger.warning("station %s: binary frame tolerated; OCPP-J uses text", self.station_id)
+        try:
+            event = self.session.receive(message)
+            match event:
+                case CallReceived(call):
+                    await self._incoming.put((call, received_at))
+                case CallAnswered(call, response):
+                    if self._awaited_response is not None and not self._awaited_response.done():
+                        self._awaited_response.set_result(response)
+                case LateResponse(response):
+                    logger.warning(
+                        "station %s: late response to %s dropped",
+                        self.station_id,
+                        response.unique_id,
+                    )
+                case UnmatchedResponse(response):
+                    logger.warning(
+                        "station %s: response to unknown call %s dropped",
+                        self.station_id,
+                        response.unique_id,
+                    )
+                case FrameRejected(error, reply):
+                    logger.warning(
+                        "station %s: rejected frame (%s): %.200r", self.station_id, error, message
+                    )
+                    if reply is not None:
+                        await self.websocket.send(reply.serialize())
+        except ConnectionClosed:
+            raise
+        except Exception:
+            # A bug here must cost one message, not the station's connection.
+            logger.exception("station %s: failed to process a frame", self.station_id)
+
+    async def _answer_calls(self) -> None:
+        while True:
+            call, received_at = await self._incoming.get()
+            context = CallContext(self.station_id, self.session.version, received_at)
+            reply = await dispatch(self._handlers, context, call)
+            try:
+                text = reply.serialize()
+            except (TypeError, ValueError):
+                # A payload JSON cannot carry (a datetime, a set) is a handler bug; the station
+                # still gets an answer, and this task lives on for the next CALL.
+                logger.exception(
+                    "station %s: answer to %s (%s) is not JSON",
+                    self.station_id,
+                    call.action,
+                    call.unique_id,
+                )
+                text = CallError(
+                    call.unique_id, ErrorCode.INTERNAL_ERROR, "internal error"
+                ).serialize()
+            try:
+                await self.websocket.send(text)
+            except ConnectionClosed:
+                return
+
+
+class _Turns:
+    """Per-key asyncio locks that disappear when nobody holds or waits for them."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def turn(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+async def _do_nothing(*_: object) -> None:
+    return None
+
+
+class OcppServer:
+    """The OCPP websocket endpoint ``ws(s)://host:port/ocpp/{station_id}``."""
+
+    def __init__(
+        self,
+        *,
+        # Listening
+        host: str = "127.0.0.1",
+        port: int = 9000,
+        ssl_context: ssl.SSLContext | None = None,
+        # The core
+        admit: Admit,
+        on_connected: StationConnected = _do_nothing,
+        on_disconnected: StationDisconnected = _do_nothing,
+        handlers: Mapping[OcppVersion, Mapping[str, Handler]] | None = None,
+        # Timeouts (keepalive is independent of the OCPP HeartbeatInterval, FIELD-NOTES 2)
+        ping_interval: float | None = 30.0,
+        ping_timeout: float | None = 30.0,
+        open_timeout: float | None = 10.0,
+        close_timeout: float | None = 10.0,
+        # Limits
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
+        """Configure the server; ``start()`` binds it. ``port=0`` picks a free port."""
+        self._host = host
+        self._configured_port = port
+        self._ssl_context = ssl_context
+        self._admit = admit
+        self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
+        self._handlers: Mapping[OcppVersion, Mapping[str, Handler]] = handlers or {}
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._open_timeout = open_timeout
+        self._close_timeout = close_timeout
+        self._max_message_size = max_message_size
+
+        self._server: Server | None = None
+        self._bound_port: int | None = None
+        self._connections: dict[str, _StationConnection] = {}
+        self._lifecycle = _Turns()
+        self._closing_replaced: set[asyncio.Task[None]] = set()
+
+    # Lifecycle
+
+    async def start(self) -> None:
+        """Bind and start accepting stations."""
+        if self._server is not None:
+            raise RuntimeError("OcppServer is already started")
+        self._server = await serve(
+            self._serve_station,
+            self._host,
+            self._configured_port,
+            ssl=self._ssl_context,
+            process_request=self._check_handshake,
+            select_subprotocol=self._select_subprotocol,
+            ping_interval=self._ping_interval,
+            ping_timeout=self._ping_timeout,
+            open_timeout=self._open_timeout,
+            close_timeout=self._close_timeout,
+            max_size=self._max_message_size,
+            logger=logging.getLogger("ocpp_gateway.websockets"),
+        )
+        self._bound_port = self._server.sockets[0].getsockname()[1]
+        logger.info("listening for OCPP stations on %s:%d", self._host, self._bound_port)
+
+    async def stop(self) -> None:
+        """Stop accepting, close every connection with 1001 (going away) and wait for them."""
+        if self._server is None:
+            return
+        self._server.close(code=CloseCode.GOING_AWAY, reason="server shutting down")
+        await self._server.wait_closed()
+        if self._closing_replaced:
+            await asyncio.wait(self._closing_replaced)
+        self._server = None
+        self._bound_port = None
+        logger.info("stopped serving OCPP stations")
+
+    @property
+    def listening(self) -> bool:
+        """Whether the server accepts new connections."""
+        return self._server is not None and self._server.is_serving()
+
+    @property
+    def port(self) -> int:
+        """The bound port once started (useful with ``port=0``), else the configured one."""
+        return self._bound_port if self._bound_port is not None else self._configured_port
+
+    @property
+    def connection_count(self) -> int:
+        """How many stations are connected (a replaced connection no longer counts)."""
+        return len(self._connections)
+
+    def stations(self) -> list[str]:
+        """Return the ids of the connected stations, sorted."""
+        return sorted(self._connections)
+
+    # Calling stations
+
+    async def call(
+        self,
+        station_id: str,
+        action: str,
+        payload: Mapping[str, Any],
+        *,
+        timeout: float,  # noqa: ASYNC109 - required on purpose, see the docstring
+    ) -> CallResult | CallError:
+        """Send a CALL to a station and return its response; one CALL per station at a time.
+
+        Waits for the station's previous CALL to finish; ``timeout`` covers the wait too. Raises
+        ``TimeoutError`` (the late response will be dropped) or ``StationNotConnected``. The
+        deadline is a required argument rather than left to the caller's ``asyncio.timeout``
+        because a caller without one would block every later command to the station.
+        """
+        connection = self._connections.get(station_id)
+        if connection is None:
+            raise StationNotConnected(station_id)
+        try:
+            return await connection.call(action, payload, timeout=timeout)
+        except TimeoutError:
+            logger.warning(
+                "station %s: no response to %s within %.1f s", station_id, action, timeout
+            )
+            raise
+
+    # Handshake
+
+    async def _check_handshake(
+        self, websocket: ServerConnection, request: Request
+    ) -> Response | None:
+        decision = check_request(
+            path=request.path,
+            authorization=request.headers.get_all("Authorization"),
+            offered_subprotocols=split_subprotocols(
+                request.headers.get_all("Sec-WebSocket-Protocol")
+            ),
+        )
+        if isinstance(decision, Rejection):
+            logger.info("refused %r: %d %s", request.path, decision.status, decision.body.strip())
+            return self._respond(websocket, decision)
+        try:
+            admission = await self._admit(decision.station_id, decision.password)
+        except Exception:
+            logger.exception("station %s: admission failed", decision.station_id)
+            return websocket.respond(
+                http.HTTPStatus.SERVICE_UNAVAILABLE, "Admission is unavailable; retry later.\n"
+            )
+        rejection = reject_admission(admission)
+        if rejection is not None:
+            logger.info(
+                "station %s: refused (%s) %s",
+                decision.station_id,
+                admission.verdict.name,
+                admission.reason,
+            )
+            return self._respond(websocket, rejection)
+        if admission.registered:
+            logger.info("station %s: registered on first connection", decision.station_id)
+        return None
+
+    @staticmethod
+    def _respond(websocket: ServerConnection, rejection: Rejection) -> Response:
+        response = websocket.respond(rejection.status, rejection.body)
+        for name, value in rejection.headers:
+            response.headers[name] = value
+        return response
+
+    @staticmethod
+    def _select_subprotocol(
+        websocket: ServerConnection, offered: Sequence[Subprotocol]
+    ) -> Subprotocol | None:
+        version = choose_subprotocol(offered)
+        return None if version is None else Subprotocol(version.value)
+
+    # Connections
+
+    async def _serve_station(self, websocket: ServerConnection) -> None:
+        # The handshake already vetted path and subprotocol; read them back rather than keeping
+        # per-handshake state that a failed handshake would leak.
+        request = websocket.request
+        station_id = parse_station_path(request.path) if request is not None else None
+        if station_id is None or websocket.subprotocol is None:
+            logger.error("connection without a vetted handshake; closing it")
+            await websocket.close(CloseCode.INTERNAL_ERROR, "handshake state lost")
+            return
+        version = OcppVersion(websocket.subprotocol)
+        connection = _StationConnection(
+            station_id, version, websocket, self._handlers.get(version, {})
+        )
+
+        async with self._lifecycle.turn(station_id):
+            replaced = self._connections.get(station_id)
+            self._connections[station_id] = connection
+            if replaced is not None:
+                logger.info("station %s: new connection replaces the previous one", station_id)
+                self._close_replaced(replaced)
+            logger.info("station %s: connected (%s)", station_id, version)
+            recorded = await self._notify_core(
+                "on_connected", station_id, self._on_connected(station_id, version)
+            )
+        if not recorded:
+            # The core does not know the station is here; let it reconnect and try again.
+            await websocket.close(CloseCode.INTERNAL_ERROR, "could not record the connection")
+
+        try:
+            await connection.run()
+        finally:
+            async with self._lifecycle.turn(station_id):
+                if self._connections.get(station_id) is connection:
+                    del self._connections[station_id]
+                    logger.info("station %s: disconnected", station_id)
+                    await self._notify_core(
+                        "on_disconnected", station_id, self._on_disconnected(station_id)
+                    )
+                else:
+                    logger.info("station %s: replaced connection closed", station_id)
+
+    def _close_replaced(self, replaced: _StationConnection) -> None:
+        # In the background: the old socket may be dead and take close_timeout to give up,
+        # and the new connection must not wait for that before its BootNotification.
+        task = asyncio.create_task(
+            replaced.websocket.close(CloseCode.NORMAL_CLOSURE, REPLACED_REASON)
+        )
+        self._closing_replaced.add(task)
+        task.add_done_callback(self._closing_replaced.discard)
+
+    @staticmethod
+    async def _notify_core(callback: str, station_id: str, notification: Awaitable[None]) -> bool:
+        try:
+            await notification
+        except Exception:
+            logger.exception("station %s: %s failed", station_id, callback)
+            return False
+        return True

@@ -1,0 +1,119 @@
+"""Fixtures shared by all tests: real databases, real servers, one scalable time unit.
+
+``database_url`` runs a test once on a fresh SQLite file and, when ``CPMS_TEST_POSTGRES_URL``
+is set, once more on a fresh PostgreSQL database created for that test alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cpms.config import Settings, normalise_database_url
+from cpms.database import create_engine, prepare_schema
+from cpms.runtime import Runtime
+from cpms.unit_of_work import UnitOfWorkFactory
+
+from support import ADMIN_TOKEN, EXAMPLES, POSTGRES_URL, TIME_UNIT
+
+__all__ = ["ADMIN_TOKEN", "EXAMPLES", "POSTGRES_URL", "TIME_UNIT"]
+
+
+
+def _engines() -> list[object]:
+    engines: list[object] = ["sqlite"]
+    engines.append(
+        pytest.param(
+            "postgresql",
+            marks=[
+                pytest.mark.postgres,
+                pytest.mark.skipif(not POSTGRES_URL, reason="CPMS_TEST_POSTGRES_URL is not set"),
+            ],
+        )
+    )
+    return engines
+
+
+@pytest.fixture
+def examples_dir() -> Path:
+    """The official OCPI 2.2.1 example payloads (shared/, never modified)."""
+    if not EXAMPLES.is_dir():
+        pytest.fail(f"official OCPI examples not found at {EXAMPLES}")
+    return EXAMPLES
+
+
+async def _create_postgres_database() -> tuple[str, str]:
+    assert POSTGRES_URL is not None
+    admin_url = normalise_database_url(POSTGRES_URL)
+    name = f"cpms_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as connection:
+        await connection.execute(text(f'CREATE DATABASE "{name}"'))
+    await admin.dispose()
+    return admin_url.rsplit("/", 1)[0] + "/" + name, name
+
+
+async def _drop_postgres_database(name: str) -> None:
+    assert POSTGRES_URL is not None
+    admin = create_engine(normalise_database_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
+    async with admin.connect() as connection:
+        await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    await admin.dispose()
+
+
+@pytest.fixture(params=_engines())
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL of an empty database of each engine under test."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'cpms.db'}"
+        return
+    url, name = asyncio.run(_create_postgres_database())
+    try:
+        yield url
+    finally:
+        asyncio.run(_drop_postgres_database(name))
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on a database migrated to head."""
+    engine = create_engine(database_url)
+    await prepare_schema(engine)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def uow(engine: AsyncEngine) -> UnitOfWorkFactory:
+    """A unit-of-work factory over the migrated database."""
+    return UnitOfWorkFactory(engine)
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    """Settings for a node on free loopback ports with a known operator token."""
+    return Settings(
+        database_url=database_url,
+        ocpp_port=0,
+        http_port=0,
+        admin_token=ADMIN_TOKEN,
+        ping_interval=5 * TIME_UNIT,
+        ping_timeout=5 * TIME_UNIT,
+    )
+
+
+@pytest.fixture
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    """A started node: OCPP and HTTP servers on loopback, database migrated."""
+    node = Runtime(settings, node="test-node")
+    await node.start()
+    try:
+        yield node
+    finally:
+        await node.stop()

@@ -1,0 +1,133 @@
+"""The database: migrations, engine tuning and the column types, on every engine."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cpms.database import create_engine, current_revision, head_revision, prepare_schema
+from cpms.errors import SchemaOutOfDate
+from cpms.model import Base, ChargingStation, Location, MeterSample
+from cpms.unit_of_work import UnitOfWorkFactory
+
+
+def _differences(connection: Connection) -> list[object]:
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    return list(compare_metadata(context, Base.metadata))
+
+
+async def test_an_empty_database_is_migrated_to_head(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        assert await current_revision(engine) is None
+        await prepare_schema(engine)
+        assert await current_revision(engine) == head_revision()
+        await prepare_schema(engine)  # a second start changes nothing
+        assert await current_revision(engine) == head_revision()
+    finally:
+        await engine.dispose()
+
+
+async def test_the_migrations_build_exactly_the_models(engine: AsyncEngine) -> None:
+    async with engine.connect() as connection:
+        differences = await connection.run_sync(_differences)
+    assert differences == []
+
+
+async def test_migrating_can_be_refused(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        with pytest.raises(SchemaOutOfDate, match="auto_migrate"):
+            await prepare_schema(engine, allow_migrate=False)
+        assert await current_revision(engine) is None
+        await prepare_schema(engine)
+        await prepare_schema(engine, allow_migrate=False)  # at head: nothing to refuse
+    finally:
+        await engine.dispose()
+
+
+async def test_sqlite_runs_in_wal_mode_with_foreign_keys(engine: AsyncEngine) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite pragmas only")
+    async with engine.connect() as connection:
+        assert (await connection.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
+        assert (await connection.execute(text("PRAGMA foreign_keys"))).scalar() == 1
+
+
+async def test_foreign_keys_are_enforced(uow: UnitOfWorkFactory) -> None:
+    async with uow() as work:
+        work.session.add(ChargingStation(id="CP1", location_id="NO-SUCH-LOCATION"))
+        with pytest.raises(Exception, match=r"(?i)foreign key"):
+            await work.commit()
+
+
+def _location(location_id: str = "L1") -> Location:
+    return Location(
+        id=location_id, country_code="NL", party_id="CPM", address="Street 1", city="Town",
+        country="NLD", latitude="52.00000", longitude="4.00000", time_zone="Europe/Amsterdam",
+    )  # fmt: skip
+
+
+async def test_times_come_back_as_aware_utc(uow: UnitOfWorkFactory) -> None:
+    local = datetime(2026, 3, 29, 3, 30, tzinfo=timezone(timedelta(hours=2)))
+    async with uow() as work:
+        location = _location()
+        location.last_updated = local
+        work.session.add(location)
+        await work.commit()
+    async with uow() as work:
+        stored = await work.get(Location, "L1")
+        assert stored.last_updated == local
+        assert stored.last_updated.tzinfo is not None
+        assert stored.last_updated.utcoffset() == timedelta(0)
+        assert stored.last_updated.hour == 1
+
+
+async def test_a_naive_time_is_refused(uow: UnitOfWorkFactory) -> None:
+    async with uow() as work:
+        location = _location()
+        location.last_updated = datetime(2026, 1, 1)  # naive on purpose
+        work.session.add(location)
+        with pytest.raises(Exception, match="naive datetime"):
+            await work.commit()
+
+
+async def test_decimals_are_kept_exactly(uow: UnitOfWorkFactory) -> None:
+    value = Decimal("12345678901234.123456")
+    async with uow() as work:
+        work.session.add(_location())
+        work.session.add(ChargingStation(id="CP1", location_id="L1"))
+        await work.commit()
+    async with uow() as work:
+        work.session.add(
+            MeterSample(
+                station_id="CP1", sampled_at=datetime.now(UTC), value=value,
+                measurand="Energy.Active.Import.Register", value_si=Decimal("0.1") + Decimal("0.2"),
+            )
+        )  # fmt: skip
+        await work.commit()
+    async with uow() as work:
+        sample = (await work.session.scalars(select(MeterSample))).one()
+        assert sample.value == value
+        assert sample.value_si == Decimal("0.3")
+        assert isinstance(sample.value, Decimal)
+
+
+async def test_a_float_is_refused_where_money_and_energy_live(uow: UnitOfWorkFactory) -> None:
+    async with uow() as work:
+        work.session.add(_location())
+        work.session.add(ChargingStation(id="CP1", location_id="L1"))
+        work.session.add(
+            MeterSample(
+                station_id="CP1", sampled_at=datetime.now(UTC), measurand="Voltage",
+                value=0.1, value_si=Decimal(0),
+            )
+        )  # fmt: skip
+        with pytest.raises(Exception, match="not a Decimal"):
+            await work.commit()

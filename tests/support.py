@@ -1,0 +1,17 @@
+"""Constants the tests share; importable as ``support`` (pytest puts tests/ on the path)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["ADMIN_TOKEN", "EXAMPLES", "POSTGRES_URL", "TIME_UNIT"]
+
+#: Scale every timeout in tests by this (slow machines: CPMS_TEST_TIME_UNIT=3).
+TIME_UNIT = float(os.environ.get("CPMS_TEST_TIME_UNIT", "1"))
+#: A PostgreSQL server the database tests may create databases on; unset: they skip.
+POSTGRES_URL = os.environ.get("CPMS_TEST_POSTGRES_URL")
+#: The operator API bearer token of the test nodes.
+ADMIN_TOKEN = "test-operator-token-0123456789"
+#: The official OCPI 2.2.1 example payloads (shared/, never modified).
+EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "ocpi" / "examples" / "2.2.1"
