@@ -24,6 +24,7 @@ from cpms.documents import (
     connector_to_ocpi,
     evse_from_ocpi,
     evse_to_ocpi,
+    item_of,
     location_from_ocpi,
     location_to_ocpi,
 )
@@ -150,29 +151,23 @@ async def import_locations(uow: UnitOfWork, documents: Sequence[Mapping[str, Any
     result = ImportResult()
     async with uow:
         for index, document in enumerate(documents):
-            try:
-                location_id = document.get("id") if isinstance(document, Mapping) else None
-                existing = (
-                    await _load_location(uow, location_id)
+            with item_of(index, len(documents)):
+                location_id = document.get("id")
+                stored = (
+                    await uow.session.get(Location, location_id)
                     if isinstance(location_id, str)
-                    and await uow.session.get(Location, location_id) is not None
                     else None
                 )
-                if existing is None:
+                if stored is None:
                     location = location_from_ocpi(dict(document), now=now)
                     await _check_evse_uids_free(uow, location)
                     uow.session.add(location)
                     result.created.append(location.id)
                 else:
+                    existing = await _load_location(uow, stored.id)
                     apply_location(existing, dict(document), now=now)
                     await _check_evse_uids_free(uow, existing)
                     result.updated.append(existing.id)
-            except DocumentError as error:
-                if len(documents) > 1:
-                    raise DocumentError(
-                        f"[{index}].{error.path}".rstrip("."), error.problem
-                    ) from None
-                raise
             uow.record(LocationChanged(occurred_at=now, location_id=str(document["id"])))
         await uow.commit()
     return result

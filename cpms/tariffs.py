@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from cpms.documents import apply_tariff, tariff_from_ocpi
+from cpms.documents import apply_tariff, item_of, tariff_from_ocpi
 from cpms.errors import DocumentError, InvalidRequest
 from cpms.events import ConnectorChanged, TariffChanged
 from cpms.locations import ImportResult
@@ -30,8 +30,8 @@ async def import_tariffs(uow: UnitOfWork, documents: Sequence[Mapping[str, Any]]
     result = ImportResult()
     async with uow:
         for index, document in enumerate(documents):
-            try:
-                tariff_id = document.get("id") if isinstance(document, Mapping) else None
+            with item_of(index, len(documents)):
+                tariff_id = document.get("id")
                 existing = (
                     await uow.session.get(Tariff, tariff_id) if isinstance(tariff_id, str) else None
                 )
@@ -43,11 +43,6 @@ async def import_tariffs(uow: UnitOfWork, documents: Sequence[Mapping[str, Any]]
                     apply_tariff(existing, dict(document), now=now)
                     existing.retired_at = None
                     result.updated.append(existing.id)
-            except DocumentError as error:
-                if len(documents) > 1:
-                    path = f"[{index}].{error.path}".rstrip(".")
-                    raise DocumentError(path, error.problem) from None
-                raise
             uow.record(TariffChanged(occurred_at=now, tariff_id=str(document["id"])))
         await uow.commit()
     return result

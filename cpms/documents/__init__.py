@@ -6,7 +6,7 @@ Schemas, read onto the ORM model (``*_from_ocpi``, ``apply_*``) and rendered bac
 """
 
 from cpms.documents.datetimes import format_datetime, parse_datetime
-from cpms.documents.files import load_documents
+from cpms.documents.files import item_of, load_documents
 from cpms.documents.locations import (
     apply_connector,
     apply_evse,
@@ -40,6 +40,7 @@ __all__ = [
     "evse_to_ocpi",
     "find_problems",
     "format_datetime",
+    "item_of",
     "load_documents",
     "location_from_ocpi",
     "location_to_ocpi",

@@ -7,11 +7,13 @@ is then checked by ``cpms.documents.schema.validate``. Pure: the caller reads th
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from cpms.errors import DocumentError
 
-__all__ = ["FILE_PATH", "load_documents"]
+__all__ = ["FILE_PATH", "item_of", "load_documents"]
 
 #: The path ``DocumentError`` names for a problem with the file as a whole.
 FILE_PATH = "(file)"
@@ -65,3 +67,18 @@ def _json_type(value: Any) -> str:
     if isinstance(value, str):
         return "a string"
     return "an array" if isinstance(value, list) else type(value).__name__
+
+
+@contextmanager
+def item_of(index: int, count: int) -> Iterator[None]:
+    """Name list item ``index`` in a ``DocumentError`` raised inside, when there are several.
+
+    An import of one document reports ``evses[0].uid``; of a list, ``[3].evses[0].uid``.
+    """
+    try:
+        yield
+    except DocumentError as error:
+        if count == 1:
+            raise
+        path = f"[{index}].{error.path}" if error.path else f"[{index}]"
+        raise DocumentError(path, error.problem) from None

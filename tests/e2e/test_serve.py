@@ -242,13 +242,13 @@ async def eventually_online(
 
 
 def run_cpms(
-    workdir: Path, env: Mapping[str, str], *args: str
+    workdir: Path, env: Mapping[str, str], *args: str, timeout: float = READY_TIMEOUT
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m cpms ARGS`` to completion (bounded) and capture its output."""
     return subprocess.run(
         [sys.executable, "-m", "cpms", *args],
         cwd=workdir, env=dict(env), stdin=subprocess.DEVNULL, capture_output=True, text=True,
-        timeout=READY_TIMEOUT, check=False,
+        timeout=timeout, check=False,
     )  # fmt: skip
 
 
@@ -370,15 +370,6 @@ async def test_a_signal_stops_the_server_cleanly_and_closes_station_connections(
     assert json.loads(shown.stdout)["online"] is False
 
 
-async def test_the_listeners_are_closed_after_shutdown(
-    server: Server, http: aiohttp.ClientSession
-) -> None:
-    assert await server.stop(signal.SIGTERM) == 0
-    for port in (server.http_port, server.ocpp_port):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.bind(("127.0.0.1", port))  # would fail while anything still listened there
-
-
 # Configuration -------------------------------------------------------------------------------
 
 CONFIG_ERRORS = {
@@ -424,12 +415,14 @@ def test_a_bad_setting_stops_the_start_with_exit_code_2_and_says_what_is_allowed
     if file_text is not None:
         config.write_text(file_text, encoding="utf-8")
     paths = {"file": str(config), "missing": str(tmp_path / "absent.toml")}
-    env = child_env(
-        f"sqlite+aiosqlite:///{tmp_path / 'cpms.db'}",
-        CPMS_HTTP_PORT=str(free_port()),
-        CPMS_OCPP_PORT=str(free_port()),
-        **{key: value.format(**paths) for key, value in variables.items()},
-    )
+    # Free ports, unless the case sets them: should the start go on, it fails fast, not hangs.
+    settings = {
+        f"CPMS_{key.upper()}": str(free_port())
+        for key in ("http_port", "ocpp_port")
+        if key not in (file_text or "")
+    }
+    settings |= {key: value.format(**paths) for key, value in variables.items()}
+    env = child_env(f"sqlite+aiosqlite:///{tmp_path / 'cpms.db'}", **settings)
 
     result = run_cpms(tmp_path, env, "serve", *(arg.format(**paths) for arg in args))
 
@@ -440,6 +433,32 @@ def test_a_bad_setting_stops_the_start_with_exit_code_2_and_says_what_is_allowed
     for text in named:
         assert text.format(**paths) in lines[0]
     assert result.stdout == ""  # nothing was started, nothing announced
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: cpms/config.py load_settings parses only the winning source of each option, "
+    "so an invalid value in the config file is silently ignored while a variable or flag "
+    "overrides it (and bites later when the override is removed)",
+)
+def test_a_bad_value_in_the_config_file_is_reported_even_when_a_variable_overrides_it(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "cpms.toml"
+    config.write_text('http_port = "x"\n', encoding="utf-8")
+    env = child_env(
+        f"sqlite+aiosqlite:///{tmp_path / 'cpms.db'}",
+        CPMS_HTTP_PORT=str(free_port()),
+        CPMS_OCPP_PORT=str(free_port()),
+        CPMS_CONFIG=str(config),
+    )
+    with contextlib.suppress(subprocess.TimeoutExpired):  # it started: that is the bug
+        result = run_cpms(tmp_path, env, "serve", timeout=5 * TIME_UNIT)
+        assert result.returncode == 2, result.stderr
+        assert str(config) in result.stderr
+        assert "http_port" in result.stderr
+        return
+    pytest.fail("cpms serve started with an invalid http_port in its config file")
 
 
 async def test_a_config_file_is_honoured_and_variables_and_flags_win_over_it(
