@@ -74,10 +74,14 @@ class DefaultLocation:
 
 @dataclass(frozen=True, slots=True)
 class EvseWiring:
-    """Which station serves an EVSE, under which OCPP number (1.6 connectorId, 2.0.1 evseId)."""
+    """Which station serves an EVSE, under which OCPP number (1.6 connectorId, 2.0.1 evseId).
+
+    ``None`` keeps what is set; ``unwire`` detaches the EVSE from its station.
+    """
 
     station_id: str | None = None
     ocpp_evse_id: int | None = None
+    unwire: bool = False
 
 
 @dataclass(slots=True)
@@ -249,29 +253,30 @@ async def retire_location(uow: UnitOfWork, location_id: str) -> Location:
 async def _wire(uow: UnitOfWork, evse: Evse, wiring: EvseWiring | None) -> None:
     if wiring is None:
         return
-    if wiring.station_id is not None:
-        station = await uow.get(ChargingStation, wiring.station_id, kind="station")
-        if station.location_id != evse.location_id:
-            raise InvalidRequest(
-                f"station {station.id!r} is at location {station.location_id!r}, "
-                f"not {evse.location_id!r}"
+    if wiring.unwire:
+        evse.station_id = evse.ocpp_evse_id = None
+        return
+    station_id = wiring.station_id or evse.station_id
+    number = wiring.ocpp_evse_id if wiring.ocpp_evse_id is not None else evse.ocpp_evse_id
+    if station_id is None:
+        raise InvalidRequest("station_id is required to give an EVSE an ocpp_evse_id")
+    station = await uow.get(ChargingStation, station_id, kind="station")
+    if station.location_id != evse.location_id:
+        raise InvalidRequest(
+            f"station {station.id!r} is at location {station.location_id!r}, "
+            f"not {evse.location_id!r}"
+        )
+    if number is None or number < 1:
+        raise InvalidRequest("ocpp_evse_id (1 or more) is required with station_id")
+    with uow.session.no_autoflush:
+        taken = await uow.session.scalar(
+            select(Evse.uid).where(
+                Evse.station_id == station.id, Evse.ocpp_evse_id == number, Evse.uid != evse.uid
             )
-        if wiring.ocpp_evse_id is None or wiring.ocpp_evse_id < 1:
-            raise InvalidRequest("ocpp_evse_id (1 or more) is required with station_id")
-        with uow.session.no_autoflush:
-            taken = await uow.session.scalar(
-                select(Evse.uid).where(
-                    Evse.station_id == station.id,
-                    Evse.ocpp_evse_id == wiring.ocpp_evse_id,
-                    Evse.uid != evse.uid,
-                )
-            )
-        if taken is not None:
-            raise Conflict(
-                f"station {station.id!r} EVSE {wiring.ocpp_evse_id} is EVSE {taken!r} already"
-            )
-    evse.station_id = wiring.station_id
-    evse.ocpp_evse_id = wiring.ocpp_evse_id if wiring.station_id is not None else None
+        )
+    if taken is not None:
+        raise Conflict(f"station {station.id!r} EVSE {number} is EVSE {taken!r} already")
+    evse.station_id, evse.ocpp_evse_id = station.id, number
 
 
 async def add_evse(
@@ -296,7 +301,8 @@ async def add_evse(
 async def get_evse(uow: UnitOfWork, location_id: str, evse_uid: str) -> Evse:
     """Return one EVSE of a location, with its connectors."""
     async with uow:
-        return _find_evse(await _load_location(uow, location_id), evse_uid)
+        location = await _load_location(uow, location_id)
+        return _find_evse(location, evse_uid)
 
 
 async def change_evse(
@@ -311,7 +317,9 @@ async def change_evse(
     """Replace an EVSE with a full document, or merge some of its fields; rewire it."""
     now = utcnow()
     async with uow:
-        evse = _find_evse(await _load_location(uow, location_id), evse_uid)
+        # Hold the location: EVSE.touch() reaches it, and the session keeps only weak refs.
+        location = await _load_location(uow, location_id)
+        evse = _find_evse(location, evse_uid)
         if replace:
             document = dict(changes)
         else:
@@ -322,7 +330,8 @@ async def change_evse(
             raise DocumentError("uid", f"must be {evse_uid!r}, the EVSE in the URL")
         apply_evse(evse, document, now=now)
         await _wire(uow, evse, wiring)
-        evse.touch(now)
+        if evse.last_updated == now:
+            location.touch(now)
         uow.record(
             EvseChanged(
                 occurred_at=now, location_id=location_id, evse_uid=evse_uid, fields=tuple(changes)
@@ -336,7 +345,9 @@ async def retire_evse(uow: UnitOfWork, location_id: str, evse_uid: str) -> Evse:
     """Remove an EVSE the OCPI way: status ``REMOVED``, kept forever, uid never reused."""
     now = utcnow()
     async with uow:
-        evse = _find_evse(await _load_location(uow, location_id), evse_uid)
+        # Hold the location: EVSE.touch() reaches it, and the session keeps only weak refs.
+        location = await _load_location(uow, location_id)
+        evse = _find_evse(location, evse_uid)
         if evse.status != "REMOVED":
             evse.status = "REMOVED"
             evse.touch(now)
@@ -355,7 +366,9 @@ async def add_connector(
     """Add a connector (OCPI Connector document) to an EVSE."""
     now = utcnow()
     async with uow:
-        evse = _find_evse(await _load_location(uow, location_id), evse_uid)
+        # Hold the location: EVSE.touch() reaches it, and the session keeps only weak refs.
+        location = await _load_location(uow, location_id)
+        evse = _find_evse(location, evse_uid)
         connector = connector_from_ocpi(dict(document), now=now)
         if any(c.id == connector.id for c in evse.connectors):
             raise Conflict(f"EVSE {evse_uid!r} has a connector {connector.id!r} already")
@@ -385,7 +398,9 @@ async def change_connector(
     """Replace a connector with a full document, or merge some of its fields."""
     now = utcnow()
     async with uow:
-        evse = _find_evse(await _load_location(uow, location_id), evse_uid)
+        # Hold the location: EVSE.touch() reaches it, and the session keeps only weak refs.
+        location = await _load_location(uow, location_id)
+        evse = _find_evse(location, evse_uid)
         connector = _find_connector(evse, connector_id)
         current = connector_to_ocpi(connector)
         document = dict(changes) if replace else _merge(current, changes, fixed=("id",))
@@ -394,7 +409,8 @@ async def change_connector(
         if document.get("tariff_ids") != current.get("tariff_ids"):
             await _check_tariffs(uow, document.get("tariff_ids") or [])
         apply_connector(connector, document, now=now)
-        connector.touch(now)
+        if connector.last_updated == now:
+            evse.touch(now)
         uow.record(
             ConnectorChanged(
                 occurred_at=now, location_id=location_id, evse_uid=evse_uid,
@@ -411,7 +427,9 @@ async def remove_connector(
     """Remove a connector from an EVSE; an EVSE keeps at least one (OCPI: ``connectors`` +)."""
     now = utcnow()
     async with uow:
-        evse = _find_evse(await _load_location(uow, location_id), evse_uid)
+        # Hold the location: EVSE.touch() reaches it, and the session keeps only weak refs.
+        location = await _load_location(uow, location_id)
+        evse = _find_evse(location, evse_uid)
         connector = _find_connector(evse, connector_id)
         if len(evse.connectors) == 1:
             raise Conflict("an EVSE keeps at least one connector: retire the EVSE instead")

@@ -130,6 +130,14 @@ async def update_station(
         changed: list[str] = []
         if changes.location_id is not None and changes.location_id != station.location_id:
             await uow.get(Location, changes.location_id, kind="location")
+            wired = await uow.session.scalar(
+                select(Evse.uid).where(Evse.station_id == station_id, Evse.status != "REMOVED")
+            )
+            if wired is not None:
+                raise Conflict(
+                    f"EVSE {wired!r} of station {station_id!r} is at its current location: "
+                    "retire or unwire its EVSEs before moving it"
+                )
             station.location_id = changes.location_id
             changed.append("location_id")
         if changes.password is not None:

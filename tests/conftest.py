@@ -25,7 +25,6 @@ from support import ADMIN_TOKEN, EXAMPLES, POSTGRES_URL, TIME_UNIT
 __all__ = ["ADMIN_TOKEN", "EXAMPLES", "POSTGRES_URL", "TIME_UNIT"]
 
 
-
 def _engines() -> list[object]:
     engines: list[object] = ["sqlite"]
     engines.append(

@@ -13,5 +13,18 @@ TIME_UNIT = float(os.environ.get("CPMS_TEST_TIME_UNIT", "1"))
 POSTGRES_URL = os.environ.get("CPMS_TEST_POSTGRES_URL")
 #: The operator API bearer token of the test nodes.
 ADMIN_TOKEN = "test-operator-token-0123456789"
+
+
+def _find_examples() -> Path:
+    """Find shared/ocpi/examples/2.2.1 beside the checkout (or name it in CPMS_SHARED_DIR)."""
+    if "CPMS_SHARED_DIR" in os.environ:
+        return Path(os.environ["CPMS_SHARED_DIR"]) / "ocpi" / "examples" / "2.2.1"
+    for folder in Path(__file__).resolve().parents:
+        candidate = folder / "shared" / "ocpi" / "examples" / "2.2.1"
+        if candidate.is_dir():
+            return candidate
+    return Path(__file__).resolve().parents[2] / "shared" / "ocpi" / "examples" / "2.2.1"
+
+
 #: The official OCPI 2.2.1 example payloads (shared/, never modified).
-EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "ocpi" / "examples" / "2.2.1"
+EXAMPLES = _find_examples()

@@ -141,6 +141,7 @@ def apply_location(location: Location, doc: dict[str, Any], *, now: datetime) ->
     validate("location", doc)
     now = _utc(now)
     _check_identity("id", location.id, doc["id"], "location")
+    before = _unstamped(location_to_ocpi(location))
     _copy_location(location, doc)
     current = _by_position(location.evses)
     unmatched = {evse.uid.lower(): evse for evse in current}
@@ -162,7 +163,8 @@ def apply_location(location: Location, doc: dict[str, Any], *, now: datetime) ->
             evse.last_updated = now
         evses.append(evse)
     location.evses = evses
-    location.last_updated = now
+    if _unstamped(location_to_ocpi(location)) != before:
+        location.last_updated = now
 
 
 def apply_evse(evse: Evse, doc: dict[str, Any], *, now: datetime) -> None:
@@ -260,13 +262,24 @@ def _copy_location(location: Location, doc: dict[str, Any]) -> None:
     location.longitude = doc["coordinates"]["longitude"]
 
 
+def _unstamped(document: Any) -> Any:
+    """Return ``document`` without its ``last_updated`` fields, to tell real changes."""
+    if isinstance(document, dict):
+        return {k: _unstamped(v) for k, v in document.items() if k != "last_updated"}
+    if isinstance(document, list):
+        return [_unstamped(item) for item in document]
+    return document
+
+
 def _new_evse(doc: dict[str, Any], position: int, now: datetime) -> Evse:
-    evse = Evse(uid=doc["uid"], position=position)
-    _replace_evse(evse, doc, now)
+    evse = Evse(uid=doc["uid"], position=position, connectors=[])
+    _replace_evse(evse, doc, now, new=True)
     return evse
 
 
-def _replace_evse(evse: Evse, doc: dict[str, Any], now: datetime) -> None:
+def _replace_evse(evse: Evse, doc: dict[str, Any], now: datetime, *, new: bool = False) -> None:
+    """Replace an EVSE's fields; bump ``last_updated`` only if it is new or changed."""
+    before = None if new else _unstamped(evse_to_ocpi(evse))
     for field in _EVSE_HEAD + _EVSE_FLOOR + _EVSE_TAIL:
         if field != "uid":
             setattr(evse, field, copy.deepcopy(doc.get(field)))
@@ -284,16 +297,21 @@ def _replace_evse(evse: Evse, doc: dict[str, Any], now: datetime) -> None:
             connector.position = position
         connectors.append(connector)
     evse.connectors = connectors
-    evse.last_updated = now
+    if new or _unstamped(evse_to_ocpi(evse)) != before:
+        evse.last_updated = now
 
 
 def _new_connector(doc: dict[str, Any], position: int, now: datetime) -> Connector:
     connector = Connector(id=doc["id"], position=position)
-    _replace_connector(connector, doc, now)
+    _replace_connector(connector, doc, now, new=True)
     return connector
 
 
-def _replace_connector(connector: Connector, doc: dict[str, Any], now: datetime) -> None:
+def _replace_connector(
+    connector: Connector, doc: dict[str, Any], now: datetime, *, new: bool = False
+) -> None:
+    """Replace a connector's fields; bump ``last_updated`` only if it is new or changed."""
+    before = None if new else _unstamped(connector_to_ocpi(connector))
     for field in _CONNECTOR_FIELDS:
         if field == "id":
             continue
@@ -302,4 +320,5 @@ def _replace_connector(connector: Connector, doc: dict[str, Any], now: datetime)
         if field in _CONNECTOR_INTEGERS and value is not None:
             value = int(value)
         setattr(connector, field, value)
-    connector.last_updated = now
+    if new or _unstamped(connector_to_ocpi(connector)) != before:
+        connector.last_updated = now

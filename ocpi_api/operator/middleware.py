@@ -69,3 +69,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except CpmsError as error:
         log.exception("unexpected core error on %s %s", request.method, request.path)
         return error_json(500, "internal_error", str(error))
+    except Exception:
+        # A bug: log it whole, answer in the API's error format, change nothing (the unit
+        # of work rolled back when the exception left it).
+        log.exception("internal error on %s %s", request.method, request.path)
+        return error_json(500, "internal_error", "internal error; the change was not made")

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from cpms import locations, stations, tariffs, tokens
-from cpms.errors import InvalidRequest
+from cpms.errors import InvalidRequest, NotFound
 from cpms.locations import EvseWiring
 from cpms.stations import StationChanges
 from cpms.views import (
@@ -69,7 +69,8 @@ def _split_wiring(body: dict[str, Any]) -> tuple[dict[str, Any], EvseWiring | No
         raise InvalidRequest("station_id must be a string or null")
     if evse_id is not None and (not isinstance(evse_id, int) or isinstance(evse_id, bool)):
         raise InvalidRequest("ocpp_evse_id must be an integer or null")
-    return document, EvseWiring(station_id=station_id, ocpp_evse_id=evse_id)
+    unwire = "station_id" in body and station_id is None
+    return document, EvseWiring(station_id=station_id, ocpp_evse_id=evse_id, unwire=unwire)
 
 
 # Health and description ------------------------------------------------------------------
@@ -192,7 +193,7 @@ async def get_connector(request: web.Request) -> web.Response:
     for connector in evse.connectors:
         if connector.id == info["connector_id"]:
             return web.json_response(connector_view(connector))
-    raise web.HTTPNotFound(reason=f"connector {info['connector_id']!r} not found")
+    raise NotFound("connector", f"{info['evse_uid']}/{info['connector_id']}")
 
 
 @routes.put("/locations/{location_id}/evses/{evse_uid}/connectors/{connector_id}")

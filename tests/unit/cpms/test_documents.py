@@ -11,7 +11,6 @@ import json
 import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any, get_args
 
 import pytest
@@ -46,7 +45,7 @@ from cpms.documents import (
 from cpms.errors import DocumentError
 from cpms.model import Connector, Evse, Location
 
-EXAMPLES = Path(__file__).resolve().parents[3].parent / "shared" / "ocpi" / "examples" / "2.2.1"
+from support import EXAMPLES
 
 NOW = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 NOW_TEXT = "2024-05-06T07:08:09.123Z"
@@ -122,10 +121,10 @@ DEFECTIVE_TARIFF = "tariff_put_example.json"
 
 
 def example(name: str) -> Any:
-    """Load an official example, skipping when the shared examples are not present."""
+    """Load an official example; fail loudly when the shared examples are not present."""
     path = EXAMPLES / name
     if not EXAMPLES.is_dir():
-        pytest.skip(f"official OCPI examples not found at {EXAMPLES}")
+        pytest.fail(f"official OCPI examples not found at {EXAMPLES} (set CPMS_SHARED_DIR)")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -210,7 +209,7 @@ def corrected_add_evse() -> dict[str, Any]:
 
 def test_every_official_location_and_tariff_example_is_classified_once() -> None:
     if not EXAMPLES.is_dir():
-        pytest.skip(f"official OCPI examples not found at {EXAMPLES}")
+        pytest.fail(f"official OCPI examples not found at {EXAMPLES} (set CPMS_SHARED_DIR)")
     on_disk = {
         path.name
         for pattern in ("location_*.json", "tariff*.json", "type_displaytext*.json")
@@ -724,7 +723,9 @@ def test_apply_location_marks_a_vanished_evse_removed_and_keeps_it() -> None:
         ("E1", 1, "AVAILABLE"),
         ("E3", 2, "REMOVED"),
     ]
-    assert all(evse.last_updated == LATER for evse in location.evses)
+    by_uid = {evse.uid: evse for evse in location.evses}
+    assert by_uid["E2"].last_updated == NOW  # unchanged: keeps its stamp (OCPI)
+    assert by_uid["E3"].last_updated == LATER  # removed
     assert location.last_updated == LATER
     rendered = location_to_ocpi(location)
     assert rendered["last_updated"] == LATER_TEXT
@@ -930,3 +931,28 @@ def test_the_models_used_are_the_ones_of_cpms_model() -> None:
     assert isinstance(location, Location)
     assert isinstance(location.evses[0], Evse)
     assert isinstance(location.evses[0].connectors[0], Connector)
+
+
+def test_applying_an_identical_document_changes_no_last_updated() -> None:
+    location = existing_location()
+    document = location_to_ocpi(location)
+
+    apply_location(location, document, now=LATER)
+
+    assert location.last_updated == NOW
+    assert all(evse.last_updated == NOW for evse in location.evses)
+    assert all(c.last_updated == NOW for evse in location.evses for c in evse.connectors)
+
+
+def test_changing_one_connector_bumps_it_and_its_evse_but_not_its_siblings() -> None:
+    location = existing_location()
+    document = location_to_ocpi(location)
+    document["evses"][0]["connectors"][1]["max_amperage"] = 63
+
+    apply_location(location, document, now=LATER)
+
+    first, second = location.evses[0].connectors
+    assert (first.last_updated, second.last_updated) == (NOW, LATER)
+    assert location.evses[0].last_updated == LATER
+    assert location.evses[1].last_updated == NOW
+    assert location.last_updated == LATER
