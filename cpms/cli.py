@@ -322,7 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cpms",
         description="Charge point management system: OCPP 1.6J/2.0.1 stations in, "
         "OCPI 2.2.1 out. Run `cpms serve` to start; `cpms COMMAND --help` for details.",
-        epilog="Exit codes: 0 done, 1 refused (not found, conflict, invalid), 2 usage/config.",
+        epilog="Settings (flags of `cpms serve`, or environment variables, or keys of a TOML "
+        "file named by --config / CPMS_CONFIG): "
+        + ", ".join(option.env for option in OPTIONS)
+        + ". Exit codes: 0 done, 1 refused (not found, conflict, invalid), 2 usage/config.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('cpms')}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -472,7 +475,10 @@ def _settings(args: argparse.Namespace) -> Settings:
 async def _run_action(args: argparse.Namespace, settings: Settings) -> Any:
     engine = create_engine(settings.database_url)
     try:
-        await prepare_schema(engine, allow_migrate=settings.auto_migrate)
+        if args.action is _db_upgrade:
+            await prepare_schema(engine, allow_migrate=True)
+        elif args.action is not _db_status:  # a status report must not change what it reports
+            await prepare_schema(engine, allow_migrate=settings.auto_migrate)
         return await args.action(args, UnitOfWorkFactory(engine), settings)
     finally:
         await engine.dispose()
@@ -512,6 +518,10 @@ def _announce(runtime: Any) -> None:
     print("\n".join(lines), flush=True)
 
 
+def _level(settings: Settings) -> int:
+    return logging.getLevelNamesMapping()[settings.log_level]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``cpms`` command; return its exit code."""
     args = build_parser().parse_args(argv)
@@ -520,9 +530,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"cpms: configuration error: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    # A management verb prints its result; progress logs would only clutter stderr.
+    level = settings.log_level if args.action is None else max(logging.WARNING, _level(settings))
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.action is None:
             from cpms.runtime import serve

@@ -376,17 +376,22 @@ def load_settings(
         file_values = _read_config_file(str(config_path))
         sources.append(("file", lambda o: f"{config_path}: {o.name}", file_values))
 
-    values: dict[str, Any] = {}
-    for option in OPTIONS:
-        for _source, label, table in sources:
+    # Every value given is checked, also one another source overrides: it would bite later.
+    parsed: list[dict[str, Any]] = []
+    for _source, label, table in sources:
+        checked: dict[str, Any] = {}
+        for option in OPTIONS:
             if option.name in table:
                 raw = table[option.name]
                 try:
-                    values[option.name] = option.parse(raw)
+                    checked[option.name] = option.parse(raw)
                 except _Invalid as invalid:
                     raise ConfigError(label(option), raw, str(invalid)) from None
-                break
-        else:
-            default = (overrides or {}).get(option.name, option.default)
-            values[option.name] = default
+        parsed.append(checked)
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        given = [checked[option.name] for checked in parsed if option.name in checked]
+        values[option.name] = (
+            given[0] if given else (overrides or {}).get(option.name, option.default)
+        )
     return Settings(**values)

@@ -86,7 +86,7 @@ def _upgrade(connection: Connection, allow: bool) -> tuple[str | None, str]:
         if not allow:
             raise SchemaOutOfDate(
                 f"the database is at revision {before or '(empty)'} and the code needs {head}; "
-                "start once with auto_migrate=true (CPMS_AUTO_MIGRATE) to upgrade it"
+                "run `cpms db upgrade`, or start once with CPMS_AUTO_MIGRATE=true"
             )
         command.upgrade(_alembic_config(connection), "head")
     return before, head

@@ -385,16 +385,6 @@ def test_evses_add_refuses_an_invalid_evse_document_and_names_the_field(
     assert "status" in message
 
 
-TOUCH_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="bug: cpms/model/location.py:111 Evse.touch reads self.location, a lazy load in "
-    "async code when the EVSE was loaded without it (cpms/locations.py _load_location): "
-    "sqlalchemy.exc.MissingGreenlet, a traceback and exit 1 from retire_evse, add_connector, "
-    "change_connector (connectors update, connectors tariffs) and remove_connector",
-)
-
-
-@TOUCH_BUG
 def test_evses_retire_sets_the_evse_removed_and_keeps_it(cpms: Cpms, cp1_evse: str) -> None:
     retired = cpms("evses", "retire", "LOC1", cp1_evse, "--json").json()
 
@@ -402,7 +392,6 @@ def test_evses_retire_sets_the_evse_removed_and_keeps_it(cpms: Cpms, cp1_evse: s
     assert cpms("evses", "show", "LOC1", cp1_evse, "--json").json()["status"] == "REMOVED"
 
 
-@TOUCH_BUG
 def test_connectors_add_adds_a_connector_to_an_evse(
     cpms: Cpms, cp1_evse: str, write: Callable[[str, Any], str]
 ) -> None:
@@ -414,7 +403,6 @@ def test_connectors_add_adds_a_connector_to_an_evse(
     assert evse["connectors"][1]["power_type"] == "DC"
 
 
-@TOUCH_BUG
 def test_connectors_update_changes_one_field(cpms: Cpms, loc1: None) -> None:
     changed = cpms(
         "connectors", "update", "LOC1", "3256", "2", "--set", "max_amperage=32", "--json"
@@ -426,7 +414,6 @@ def test_connectors_update_changes_one_field(cpms: Cpms, loc1: None) -> None:
     assert shown["max_amperage"] == 32
 
 
-@TOUCH_BUG
 def test_connectors_tariffs_sets_and_clears_the_tariffs(
     cpms: Cpms, loc1: None, examples_dir: Path
 ) -> None:
@@ -441,7 +428,6 @@ def test_connectors_tariffs_sets_and_clears_the_tariffs(
     assert not cleared.get("tariff_ids")
 
 
-@TOUCH_BUG
 def test_connectors_remove_removes_one_of_two_connectors(cpms: Cpms, loc1: None) -> None:
     removed = cpms("connectors", "remove", "LOC1", "3256", "2", "--json").json()
 
@@ -583,21 +569,11 @@ def test_db_upgrade_brings_a_fresh_database_to_the_head_revision(cpms: Cpms) -> 
     assert head_revision() in plain.out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: cpms/cli.py _run_action runs prepare_schema before every verb, so `db status` "
-    "upgrades an empty database and always reports revision == head",
-)
 def test_db_status_reports_an_empty_database_without_changing_it(cpms: Cpms) -> None:
     status = cpms("db", "status", "--json").json()
     assert status == {"revision": None, "head": head_revision()}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: cpms/cli.py _run_action applies CPMS_AUTO_MIGRATE=false to `db upgrade` "
-    "itself, which then refuses (exit 2) to do the one thing it is for",
-)
 def test_db_upgrade_works_where_servers_may_not_migrate(
     cpms: Cpms, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -670,11 +646,6 @@ def test_verb_help_names_the_database_url_variable(cpms: Cpms) -> None:
     assert "--database-url" in shown.out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (gap against the brief): cpms/cli.py build_parser: `cpms --help` lists the "
-    "commands only and names no CPMS_* variable; settings appear under `cpms serve --help`",
-)
 def test_top_level_help_names_the_setting_variables(cpms: Cpms) -> None:
     shown = cpms("--help")
     assert shown.code == 0
@@ -731,12 +702,6 @@ def test_the_real_command_exits_1_with_a_cpms_message_when_refused(
     assert "Traceback" not in refused.err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: cpms/cli.py main calls logging.basicConfig(level=settings.log_level), INFO by "
-    "default, for management verbs too, so every run prints alembic's 'Context impl ...' / "
-    "'Will assume ...' INFO lines (and migration lines) on stderr before the message",
-)
 def test_the_real_command_prints_only_its_one_line_message_on_stderr_when_refused(
     cpms_process: Callable[..., Outcome],
 ) -> None:

@@ -435,12 +435,6 @@ def test_a_bad_setting_stops_the_start_with_exit_code_2_and_says_what_is_allowed
     assert result.stdout == ""  # nothing was started, nothing announced
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: cpms/config.py load_settings parses only the winning source of each option, "
-    "so an invalid value in the config file is silently ignored while a variable or flag "
-    "overrides it (and bites later when the override is removed)",
-)
 def test_a_bad_value_in_the_config_file_is_reported_even_when_a_variable_overrides_it(
     tmp_path: Path,
 ) -> None:
