@@ -43,7 +43,7 @@ async def test_the_migrations_build_exactly_the_models(engine: AsyncEngine) -> N
 async def test_migrating_can_be_refused(database_url: str) -> None:
     engine = create_engine(database_url)
     try:
-        with pytest.raises(SchemaOutOfDate, match="auto_migrate"):
+        with pytest.raises(SchemaOutOfDate, match="cpms db upgrade"):
             await prepare_schema(engine, allow_migrate=False)
         assert await current_revision(engine) is None
         await prepare_schema(engine)
