@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from cpms.admission import Admission, AdmissionPolicy, Verdict
 from cpms.errors import Conflict, InvalidRequest, NotFound
@@ -166,12 +166,14 @@ async def retire_station(uow: UnitOfWork, station_id: str) -> ChargingStation:
         if station.retired_at is None:
             station.retired_at = now
             station.updated_at = now
-            evses = await uow.session.scalars(select(Evse).where(Evse.station_id == station_id))
+            evses = await uow.session.scalars(
+                select(Evse)
+                .where(Evse.station_id == station_id, Evse.status != "REMOVED")
+                .options(selectinload(Evse.location))
+            )
             for evse in evses:
-                if evse.status != "REMOVED":
-                    await uow.session.refresh(evse, ["location"])
-                    evse.status = "REMOVED"
-                    evse.touch(now)
+                evse.status = "REMOVED"
+                evse.touch(now)
             uow.record(StationChanged(occurred_at=now, station_id=station_id, retired=True))
         await uow.commit()
         return station
@@ -237,9 +239,7 @@ async def mark_connected(uow: UnitOfWork, station_id: str, *, ocpp_version: str,
         await uow.commit()
 
 
-async def mark_disconnected(
-    uow: UnitOfWork, station_id: str, *, node: str, since: datetime | None = None
-) -> None:
+async def mark_disconnected(uow: UnitOfWork, station_id: str, *, node: str) -> None:
     """Record that a station's connection on ``node`` closed.
 
     Does nothing if the station has meanwhile connected again (on this or another node):
@@ -248,8 +248,6 @@ async def mark_disconnected(
     async with uow:
         station = await uow.session.get(ChargingStation, station_id)
         if station is None or station.connected_node != node:
-            return
-        if since is not None and station.connected_at is not None and station.connected_at > since:
             return
         station.online = False
         station.connected_node = None
