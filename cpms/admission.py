@@ -8,6 +8,8 @@ Policies (``CPMS_STATION_ADMISSION``):
 - ``known``: only stations the operator created may connect; an unknown id gets 404.
 - ``open``: an unknown id is registered on the spot under the default location, so it is
   visible at once (handy for demos and first installs).
+- ``pending``: an unknown id is registered the same way, but its BootNotification is answered
+  Pending until an operator approves it (``cpms stations approve``).
 
 A station with a password (Security Profile 1) must present it with HTTP Basic auth, the
 username equal to its id; a retired station is refused like an unknown one.
@@ -26,6 +28,7 @@ class AdmissionPolicy(enum.StrEnum):
 
     KNOWN = "known"
     OPEN = "open"
+    PENDING = "pending"
 
 
 class Verdict(enum.Enum):

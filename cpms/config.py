@@ -76,7 +76,29 @@ def _admission(value: object) -> AdmissionPolicy:
     try:
         return AdmissionPolicy(str(value).strip().lower())
     except ValueError:
-        raise _Invalid("'known' (only created stations connect) or 'open'") from None
+        raise _Invalid(
+            "'known' (only created stations connect), 'open' (register unknown ids) "
+            "or 'pending' (register unknown ids, boot Pending until approved)"
+        ) from None
+
+
+def _heartbeat(value: object) -> int:
+    try:
+        seconds = int(str(value).strip())
+    except ValueError:
+        raise _Invalid("a whole number of seconds from 1 to 86400") from None
+    if not 1 <= seconds <= 86400:
+        raise _Invalid("a whole number of seconds from 1 to 86400")
+    return seconds
+
+
+def _existing_file(value: object) -> str | None:
+    text = str(value).strip()
+    if not text:
+        return None
+    if not Path(text).is_file():
+        raise _Invalid("the path of a readable PEM file")
+    return text
 
 
 def _log_level(value: object) -> str:
@@ -182,9 +204,39 @@ OPTIONS: tuple[Option, ...] = (
         "station_admission",
         AdmissionPolicy.KNOWN,
         _admission,
-        "known: only created stations may connect; open: register unknown ids",
+        "known: only created stations may connect; open: register unknown ids; "
+        "pending: register them, boot Pending until approved",
         "ocpp",
     ),
+    Option(
+        "accept_unknown_tokens",
+        False,
+        _boolean,
+        "let idTags nobody issued charge (demos, free charging); else they are refused",
+        "ocpp",
+    ),
+    Option(
+        "heartbeat_interval",
+        300,
+        _heartbeat,
+        "HeartbeatInterval sent at boot (s); a station silent twice as long goes offline",
+        "ocpp",
+    ),
+    Option(
+        "command_timeout",
+        30.0,
+        _seconds,
+        "seconds to wait for a station to answer a command",
+        "ocpp",
+    ),
+    Option(
+        "ocpp_tls_cert",
+        None,
+        _existing_file,
+        "PEM certificate chain: serve wss:// (Security Profile 2); needs ocpp_tls_key",
+        "ocpp",
+    ),
+    Option("ocpp_tls_key", None, _existing_file, "PEM private key of ocpp_tls_cert", "ocpp"),
     Option("http_host", "127.0.0.1", _host, "address the HTTP server (OCPI, API) binds", "http"),
     Option("http_port", 8080, _port, "port of the OCPI and operator API", "http"),
     Option(
@@ -295,6 +347,11 @@ class Settings:
     ping_interval: float = 30.0
     ping_timeout: float = 30.0
     station_admission: AdmissionPolicy = AdmissionPolicy.KNOWN
+    accept_unknown_tokens: bool = False
+    heartbeat_interval: int = 300
+    command_timeout: float = 30.0
+    ocpp_tls_cert: str | None = None
+    ocpp_tls_key: str | None = None
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     public_url: str | None = None
@@ -394,4 +451,8 @@ def load_settings(
         values[option.name] = (
             given[0] if given else (overrides or {}).get(option.name, option.default)
         )
+    if (values["ocpp_tls_cert"] is None) != (values["ocpp_tls_key"] is None):
+        missing = "ocpp_tls_key" if values["ocpp_tls_key"] is None else "ocpp_tls_cert"
+        option = _BY_NAME[missing]
+        raise ConfigError(option.env, None, "set both ocpp_tls_cert and ocpp_tls_key, or neither")
     return Settings(**values)

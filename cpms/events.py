@@ -17,8 +17,14 @@ __all__ = [
     "ConnectorChanged",
     "DomainEvent",
     "EvseChanged",
+    "EvseStatusChanged",
     "LocationChanged",
+    "SessionEnded",
+    "SessionEvent",
+    "SessionStarted",
+    "SessionUpdated",
     "StationChanged",
+    "StationConnectionChanged",
     "StationRegistered",
     "TariffChanged",
     "TokenChanged",
@@ -77,6 +83,21 @@ class EvseChanged(DomainEvent):
     location_id: str
     evse_uid: str
     fields: tuple[str, ...] = ()
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.location_id
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvseStatusChanged(DomainEvent):
+    """An EVSE's status changed: reported by its station, or UNKNOWN when the station left."""
+
+    topic = "evse.status_changed"
+    aggregate = "location"
+    location_id: str
+    evse_uid: str
+    status: str
 
     @property
     def aggregate_id(self) -> str:
@@ -158,3 +179,52 @@ class TokenChanged(DomainEvent):
     @property
     def aggregate_id(self) -> str:
         return f"{self.country_code}/{self.party_id}/{self.uid}/{self.type}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StationConnectionChanged(DomainEvent):
+    """A station came online or went offline (closed, replaced elsewhere, or fell silent)."""
+
+    topic = "station.connection_changed"
+    aggregate = "station"
+    station_id: str
+    online: bool
+    reason: str = ""
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.station_id
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionEvent(DomainEvent):
+    """Base of the session lifecycle events."""
+
+    aggregate = "session"
+    session_id: str
+    status: str
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.session_id
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionStarted(SessionEvent):
+    """A charging session began."""
+
+    topic = "session.started"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionUpdated(SessionEvent):
+    """A running session got new meter readings or another change."""
+
+    topic = "session.updated"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionEnded(SessionEvent):
+    """A session ended (COMPLETED, or INVALID when it was never authorized)."""
+
+    topic = "session.ended"

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -20,13 +21,22 @@ from aiohttp import web
 
 from cpms import stations
 from cpms.admission import Admission
+from cpms.authorization import Authorizer, Operator
 from cpms.config import Settings
 from cpms.database import create_engine, current_revision, head_revision, ping, prepare_schema
+from cpms.errors import ConfigError
+from cpms.group_commit import GroupCommitter
 from cpms.locations import DefaultLocation
+from cpms.model import utcnow
 from cpms.operator_access import ensure_admin_token
-from cpms.unit_of_work import UnitOfWorkFactory
+from cpms.station_lifecycle import log_station_event, record_offline
+from cpms.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from ocpi_api import HttpContext, create_app
-from ocpp_gateway import OcppServer, OcppVersion
+from ocpp_gateway import OcppServer, OcppVersion, v16
+from ocpp_gateway.server import StationProfile
+from ocpp_gateway.services import StationServices
+from ocpp_gateway.station_port import GatewayStationPort
+from ocpp_gateway.validation import Violation
 
 __all__ = ["Runtime", "default_location", "serve"]
 
@@ -59,15 +69,32 @@ class Runtime:
         self.engine = create_engine(settings.database_url)
         self.uow = UnitOfWorkFactory(self.engine)
         self.generated_admin_token: str | None = None
+        self.committer = GroupCommitter(self.uow)
+        self.authorizer = Authorizer(
+            Operator(settings.country_code, settings.party_id),
+            accept_unknown=settings.accept_unknown_tokens,
+        )
+        services = StationServices(
+            uow=self.uow,
+            committer=self.committer,
+            authorizer=self.authorizer,
+            heartbeat_interval=settings.heartbeat_interval,
+        )
         self.gateway = OcppServer(
             host=settings.ocpp_host,
             port=settings.ocpp_port,
+            ssl_context=_tls_context(settings),
             admit=self._admit,
             on_connected=self._connected,
             on_disconnected=self._disconnected,
+            on_tolerated=self._tolerated,
+            handlers={OcppVersion.V16: v16.handlers(services)},
             ping_interval=settings.ping_interval,
             ping_timeout=settings.ping_timeout,
+            # FIELD-NOTES 1: a station silent for two heartbeat intervals is gone.
+            silence_limit=2 * settings.heartbeat_interval,
         )
+        self.station_port = GatewayStationPort(self.gateway)
         self._http_runner: web.AppRunner | None = None
         self._http_port: int | None = None
 
@@ -82,15 +109,34 @@ class Runtime:
             default_location=default_location(self.settings),
         )
 
-    async def _connected(self, station_id: str, version: OcppVersion) -> None:
-        await stations.mark_connected(
+    async def _connected(self, station_id: str, version: OcppVersion) -> StationProfile:
+        station = await stations.mark_connected(
             self.uow(), station_id, ocpp_version=version.value, node=self.node
         )
         log.info("station %s connected (%s)", station_id, version.value)
+        return StationProfile(boot_status=station.boot_status, lenient=station.lenient)
 
-    async def _disconnected(self, station_id: str) -> None:
-        await stations.mark_disconnected(self.uow(), station_id, node=self.node)
-        log.info("station %s disconnected", station_id)
+    async def _disconnected(self, station_id: str, reason: str) -> None:
+        await self.committer.run(
+            lambda uow: record_offline(uow, station_id, node=self.node, reason=reason)
+        )
+        log.info("station %s offline: %s", station_id, reason)
+
+    async def _tolerated(self, station_id: str, action: str, violations: list[Violation]) -> None:
+        summary = "; ".join(f"{v.path}: {v.rule}" for v in violations)
+        details = {"action": action, "violations": [v.__dict__ for v in violations]}
+
+        async def work(uow: UnitOfWork) -> None:
+            log_station_event(
+                uow,
+                station_id,
+                "tolerated",
+                f"lenient: {action} accepted despite {summary}",
+                received_at=utcnow(),
+                details=details,
+            )
+
+        await self.committer.run(work)
 
     # Lifecycle
 
@@ -117,10 +163,15 @@ class Runtime:
             self.generated_admin_token = await ensure_admin_token(
                 self.uow(), self.settings.admin_token
             )
+            await self.committer.start()
             await self.gateway.start()
             app = create_app(
                 HttpContext(
-                    settings=self.settings, uow=self.uow, health=self.health, base_url=self.base_url
+                    settings=self.settings,
+                    uow=self.uow,
+                    health=self.health,
+                    base_url=self.base_url,
+                    station_port=self.station_port,
                 )
             )
             self._http_runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -143,6 +194,7 @@ class Runtime:
         if self._http_runner is not None:
             await self._http_runner.cleanup()
             self._http_runner = None
+        await self.committer.stop()
         await self.engine.dispose()
 
     async def health(self) -> dict[str, Any]:
@@ -169,6 +221,23 @@ class Runtime:
             "database": database,
             "listeners": listeners,
         }
+
+
+def _tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server TLS context of Security Profile 2, when a certificate is configured."""
+    if settings.ocpp_tls_cert is None or settings.ocpp_tls_key is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2  # OCPP 1.6 security whitepaper: 1.2+
+    try:
+        context.load_cert_chain(settings.ocpp_tls_cert, settings.ocpp_tls_key)
+    except (ssl.SSLError, OSError) as error:
+        raise ConfigError(
+            "CPMS_OCPP_TLS_CERT",
+            settings.ocpp_tls_cert,
+            f"a PEM certificate matching its key ({error})",
+        ) from None
+    return context
 
 
 def _bound_port(site: web.TCPSite) -> int:

@@ -15,11 +15,12 @@ from sqlalchemy.orm import selectinload
 
 from cpms.admission import Admission, AdmissionPolicy, Verdict
 from cpms.errors import Conflict, InvalidRequest, NotFound
-from cpms.events import StationChanged, StationRegistered
+from cpms.events import StationChanged, StationConnectionChanged, StationRegistered
 from cpms.locations import DefaultLocation, ensure_default_location
 from cpms.model import ChargingStation, Evse, Location, utcnow
 from cpms.pages import Page, fetch_page
 from cpms.passwords import hash_password, verify_password
+from cpms.station_lifecycle import record_offline
 from cpms.unit_of_work import UnitOfWork
 
 __all__ = [
@@ -198,14 +199,14 @@ async def admit_station(
             if password is not None and verify_password(password, station.password_hash):
                 return Admission(Verdict.ACCEPTED, station_id)
             return Admission(Verdict.BAD_CREDENTIALS, station_id, "wrong or missing password")
-        if policy is not AdmissionPolicy.OPEN or not valid_station_id(station_id):
+        if policy is AdmissionPolicy.KNOWN or not valid_station_id(station_id):
             return Admission(Verdict.UNKNOWN_STATION, station_id, "unknown station id")
         now = utcnow()
         location = await ensure_default_location(uow, default_location)
         uow.session.add(
             ChargingStation(
                 id=station_id, location_id=location.id, registered_by="admission",
-                created_at=now, updated_at=now,
+                approved=policy is AdmissionPolicy.OPEN, created_at=now, updated_at=now,
             )
         )  # fmt: skip
         uow.record(
@@ -224,8 +225,10 @@ async def admit_station(
         return Admission(Verdict.ACCEPTED, station_id, "registered on connect", registered=True)
 
 
-async def mark_connected(uow: UnitOfWork, station_id: str, *, ocpp_version: str, node: str) -> None:
-    """Record that a station's connection is open on ``node``."""
+async def mark_connected(
+    uow: UnitOfWork, station_id: str, *, ocpp_version: str, node: str
+) -> ChargingStation:
+    """Record that a station's connection is open on ``node``; return the station."""
     now = utcnow()
     async with uow:
         station = await uow.session.get(ChargingStation, station_id)
@@ -236,19 +239,19 @@ async def mark_connected(uow: UnitOfWork, station_id: str, *, ocpp_version: str,
         station.connected_node = node
         station.connected_at = now
         station.last_seen_at = now
+        uow.record(StationConnectionChanged(occurred_at=now, station_id=station_id, online=True))
         await uow.commit()
+        return station
 
 
-async def mark_disconnected(uow: UnitOfWork, station_id: str, *, node: str) -> None:
-    """Record that a station's connection on ``node`` closed.
+async def mark_disconnected(
+    uow: UnitOfWork, station_id: str, *, node: str, reason: str = "connection closed"
+) -> None:
+    """Record that a station's connection on ``node`` closed; its EVSEs become UNKNOWN.
 
     Does nothing if the station has meanwhile connected again (on this or another node):
     a replaced connection must not mark a live station offline.
     """
     async with uow:
-        station = await uow.session.get(ChargingStation, station_id)
-        if station is None or station.connected_node != node:
-            return
-        station.online = False
-        station.connected_node = None
-        await uow.commit()
+        if await record_offline(uow, station_id, node=node, reason=reason):
+            await uow.commit()

@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from cpms.config import Settings
+from cpms.station_port import StationPort
 from cpms.unit_of_work import UnitOfWorkFactory
 
 __all__ = ["CONTEXT", "HttpContext"]
@@ -24,6 +25,8 @@ class HttpContext:
     """Reports database and listener state (the runtime knows the listeners)."""
     base_url: Callable[[], str]
     """The public base URL of this HTTP server, known once it listens."""
+    station_port: StationPort | None = None
+    """Sends commands to stations; None where no gateway runs (commands answer 503)."""
 
 
 CONTEXT = web.AppKey("context", HttpContext)

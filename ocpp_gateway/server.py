@@ -18,7 +18,14 @@ disconnect bookkeeping for one station id runs one at a time, in a per-station t
 
 Incoming CALLs are answered one after another by a per-connection task, while the reader keeps
 matching responses to our own CALL; that is why a handler must never call its own station
-(DESIGN, FIELD-NOTES 13): it would wait for itself.
+(DESIGN, FIELD-NOTES 13): it would wait for itself, so ``call`` refuses to run from there.
+Every incoming CALL is checked against its OCPP schema (``validation``) before its handler
+runs; a station marked lenient has over-long strings and unknown enum values tolerated, and
+each tolerance is reported once per connection (``on_tolerated``).
+
+Liveness (FIELD-NOTES 1, 2): websocket pings with their own interval and timeout find dead
+TCP connections; independently, a station that sends no message at all for ``silence_limit``
+seconds (twice its heartbeat interval) is disconnected, which takes it offline in the core.
 """
 
 from __future__ import annotations
@@ -28,8 +35,9 @@ import contextlib
 import http
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +48,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from cpms.admission import Admission
+from ocpp_gateway import validation
 from ocpp_gateway.handshake import (
     Rejection,
     check_request,
@@ -68,11 +77,15 @@ __all__ = [
     "REPLACED_REASON",
     "Admit",
     "CallContext",
+    "CallFromHandler",
+    "ConnectionState",
     "Handler",
     "OcppServer",
     "StationConnected",
     "StationDisconnected",
     "StationNotConnected",
+    "StationProfile",
+    "Tolerated",
     "dispatch",
 ]
 
@@ -89,10 +102,39 @@ MAX_QUEUED_INCOMING_CALLS = 8
 When full, the reader stops reading, which pushes back on the station through TCP.
 """
 
+SILENCE_CHECKS_PER_LIMIT = 4
+"""How often per ``silence_limit`` the watchdog looks: a silent station is caught within 1.25x."""
+
+
+@dataclass(frozen=True, slots=True)
+class StationProfile:
+    """What the core tells the gateway about a station when it connects."""
+
+    boot_status: str | None = None
+    """Its last boot answer (Accepted, Pending, Rejected), None if it never booted."""
+    lenient: bool = False
+    """Tolerate over-long strings and unknown enum values from it (FIELD-NOTES 12)."""
+
+
+@dataclass(slots=True)
+class ConnectionState:
+    """What the gateway knows about one connection; handlers update ``boot_status``."""
+
+    boot_status: str | None = None
+    lenient: bool = False
+    last_heard: float = field(default_factory=time.monotonic)
+    """``time.monotonic()`` of the last frame received."""
+    tolerated: set[tuple[str, str, str]] = field(default_factory=set)
+    """(action, path, rule) already reported for this connection."""
+
+
 Admit = Callable[[str, str | None], Awaitable[Admission]]
 """The core's admission: ``(station_id, basic_auth_password_or_None) -> Admission``."""
-StationConnected = Callable[[str, OcppVersion], Awaitable[None]]
-StationDisconnected = Callable[[str], Awaitable[None]]
+StationConnected = Callable[[str, OcppVersion], Awaitable[StationProfile | None]]
+StationDisconnected = Callable[[str, str], Awaitable[None]]
+"""``(station_id, reason)``."""
+Tolerated = Callable[[str, str, list[validation.Violation]], Awaitable[None]]
+"""``(station_id, action, violations)``: leniency let these through, first time this connection."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +145,16 @@ class CallContext:
     version: OcppVersion
     received_at: datetime
     """When the gateway read the frame (UTC): station clocks lie, ours is the reference."""
+    state: ConnectionState = field(default_factory=ConnectionState)
+    """The connection's state; a BootNotification handler records the boot answer here."""
 
 
 Handler = Callable[[CallContext, Call], Awaitable[Mapping[str, Any]]]
 """Answer one CALL with its CALLRESULT payload, or raise ``RpcError`` to answer a CALLERROR."""
+
+
+class CallFromHandler(RuntimeError):
+    """A handler tried to call its own station; the station would wait for itself."""
 
 
 class StationNotConnected(LookupError):
@@ -118,20 +166,34 @@ class StationNotConnected(LookupError):
 
 
 async def dispatch(
-    handlers: Mapping[str, Handler], context: CallContext, call: Call
+    handlers: Mapping[str, Handler],
+    context: CallContext,
+    call: Call,
+    on_tolerated: Tolerated | None = None,
 ) -> CallResult | CallError:
-    """Answer an incoming CALL with the handler registered for its action.
+    """Check an incoming CALL against its schema and answer it with its action's handler.
 
-    An action without a handler gets ``NotImplemented``; a handler's ``RpcError`` becomes its
-    CALLERROR; any other exception is logged and answered ``InternalError``, so one bad message
-    never takes the connection down.
+    An action OCPP does not define gets ``NotImplemented``; one it defines that a station may
+    not send us (or we do not handle) gets ``NotSupported``; a payload breaking the schema gets
+    the CALLERROR ``validation`` names. A handler's ``RpcError`` becomes its CALLERROR; any
+    other exception is logged and answered ``InternalError``, so one bad message never takes
+    the connection down.
     """
     handler = handlers.get(call.action)
     if handler is None:
-        return CallError(
-            call.unique_id, ErrorCode.NOT_IMPLEMENTED, f"no handler for {call.action} yet"
-        )
+        if validation.has_schema(context.version, call.action):
+            return CallError(
+                call.unique_id,
+                ErrorCode.NOT_SUPPORTED,
+                f"{call.action} is not something a station sends to this server",
+            )
+        return CallError(call.unique_id, ErrorCode.NOT_IMPLEMENTED, f"unknown action {call.action}")
     try:
+        tolerated = validation.check_call(
+            context.version, call.action, call.payload, lenient=context.state.lenient
+        )
+        if tolerated:
+            await _report_tolerated(context, call.action, tolerated, on_tolerated)
         payload = await handler(context, call)
         result = CallResult(call.unique_id, dict(payload))
     except RpcError as error:
@@ -147,6 +209,29 @@ async def dispatch(
     return result
 
 
+async def _report_tolerated(
+    context: CallContext,
+    action: str,
+    violations: list[validation.Violation],
+    on_tolerated: Tolerated | None,
+) -> None:
+    new = [v for v in violations if (action, v.path, v.rule) not in context.state.tolerated]
+    if not new:
+        return
+    context.state.tolerated.update((action, v.path, v.rule) for v in new)
+    logger.warning(
+        "station %s: lenient, tolerated in %s: %s",
+        context.station_id,
+        action,
+        "; ".join(f"{v.path}: {v.message}" for v in new),
+    )
+    if on_tolerated is not None:
+        try:
+            await on_tolerated(context.station_id, action, new)
+        except Exception:
+            logger.exception("station %s: recording what was tolerated failed", context.station_id)
+
+
 class _StationConnection:
     """One accepted websocket of one station: its RPC session, reader and answering task."""
 
@@ -156,11 +241,17 @@ class _StationConnection:
         version: OcppVersion,
         websocket: ServerConnection,
         handlers: Mapping[str, Handler],
+        on_tolerated: Tolerated | None = None,
     ) -> None:
         self.station_id = station_id
         self.websocket = websocket
         self.session = RpcSession(version)
+        self.state = ConnectionState()
+        self.close_reason: str | None = None
+        """Why we closed it, when we did (replaced, silent); else the peer's doing."""
         self._handlers = handlers
+        self._on_tolerated = on_tolerated
+        self._answering: asyncio.Task[None] | None = None
         self._incoming: asyncio.Queue[tuple[Call, datetime]] = asyncio.Queue(
             MAX_QUEUED_INCOMING_CALLS
         )
@@ -169,7 +260,7 @@ class _StationConnection:
 
     async def run(self) -> None:
         """Read frames until the connection closes; answer CALLs meanwhile."""
-        answering = asyncio.create_task(self._answer_calls())
+        answering = self._answering = asyncio.create_task(self._answer_calls())
         try:
             async for message in self.websocket:
                 await self._receive(message)
@@ -191,6 +282,11 @@ class _StationConnection:
         timeout: float,  # noqa: ASYNC109 - required on purpose, see OcppServer.call
     ) -> CallResult | CallError:
         """Send a CALL when our previous one is done; return its response within ``timeout``."""
+        if self._answering is not None and asyncio.current_task() is self._answering:
+            raise CallFromHandler(
+                f"station {self.station_id}: {action} called from inside the handler of one of "
+                "its own calls; schedule it after the answer instead"
+            )
         async with asyncio.timeout(timeout), self._our_turn:
             return await self._call_in_our_turn(action, payload)
 
@@ -212,6 +308,7 @@ class _StationConnection:
 
     async def _receive(self, message: str | bytes) -> None:
         received_at = datetime.now(UTC)
+        self.state.last_heard = time.monotonic()
         if isinstance(message, bytes):
             logger.warning("station %s: binary frame tolerated; OCPP-J uses text", self.station_id)
         try:
@@ -249,8 +346,8 @@ class _StationConnection:
     async def _answer_calls(self) -> None:
         while True:
             call, received_at = await self._incoming.get()
-            context = CallContext(self.station_id, self.session.version, received_at)
-            reply = await dispatch(self._handlers, context, call)
+            context = CallContext(self.station_id, self.session.version, received_at, self.state)
+            reply = await dispatch(self._handlers, context, call, self._on_tolerated)
             try:
                 text = reply.serialize()
             except (TypeError, ValueError):
@@ -310,7 +407,9 @@ class OcppServer:
         admit: Admit,
         on_connected: StationConnected = _do_nothing,
         on_disconnected: StationDisconnected = _do_nothing,
+        on_tolerated: Tolerated | None = None,
         handlers: Mapping[OcppVersion, Mapping[str, Handler]] | None = None,
+        silence_limit: float | None = None,
         # Timeouts (keepalive is independent of the OCPP HeartbeatInterval, FIELD-NOTES 2)
         ping_interval: float | None = 30.0,
         ping_timeout: float | None = 30.0,
@@ -326,6 +425,9 @@ class OcppServer:
         self._admit = admit
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
+        self._on_tolerated = on_tolerated
+        self._silence_limit = silence_limit
+        self._watchdog: asyncio.Task[None] | None = None
         self._handlers: Mapping[OcppVersion, Mapping[str, Handler]] = handlers or {}
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
@@ -337,7 +439,7 @@ class OcppServer:
         self._bound_port: int | None = None
         self._connections: dict[str, _StationConnection] = {}
         self._lifecycle = _Turns()
-        self._closing_replaced: set[asyncio.Task[None]] = set()
+        self._closing: set[asyncio.Task[None]] = set()
 
     # Lifecycle
 
@@ -345,6 +447,7 @@ class OcppServer:
         """Bind and start accepting stations."""
         if self._server is not None:
             raise RuntimeError("OcppServer is already started")
+        validation.preload()
         self._server = await serve(
             self._serve_station,
             self._host,
@@ -360,16 +463,22 @@ class OcppServer:
             logger=logging.getLogger("ocpp_gateway.websockets"),
         )
         self._bound_port = self._server.sockets[0].getsockname()[1]
+        if self._silence_limit is not None:
+            self._watchdog = asyncio.create_task(self._watch_silence(self._silence_limit))
         logger.info("listening for OCPP stations on %s:%d", self._host, self._bound_port)
 
     async def stop(self) -> None:
         """Stop accepting, close every connection with 1001 (going away) and wait for them."""
         if self._server is None:
             return
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.wait([self._watchdog])
+            self._watchdog = None
         self._server.close(code=CloseCode.GOING_AWAY, reason="server shutting down")
         await self._server.wait_closed()
-        if self._closing_replaced:
-            await asyncio.wait(self._closing_replaced)
+        if self._closing:
+            await asyncio.wait(self._closing)
         self._server = None
         self._bound_port = None
         logger.info("stopped serving OCPP stations")
@@ -392,6 +501,16 @@ class OcppServer:
     def stations(self) -> list[str]:
         """Return the ids of the connected stations, sorted."""
         return sorted(self._connections)
+
+    def connection_state(self, station_id: str) -> ConnectionState | None:
+        """The state of a station's connection, None when it is not connected."""
+        connection = self._connections.get(station_id)
+        return connection.state if connection is not None else None
+
+    def version_of(self, station_id: str) -> OcppVersion | None:
+        """The OCPP version a connected station speaks."""
+        connection = self._connections.get(station_id)
+        return connection.session.version if connection is not None else None
 
     # Calling stations
 
@@ -483,7 +602,7 @@ class OcppServer:
             return
         version = OcppVersion(websocket.subprotocol)
         connection = _StationConnection(
-            station_id, version, websocket, self._handlers.get(version, {})
+            station_id, version, websocket, self._handlers.get(version, {}), self._on_tolerated
         )
 
         async with self._lifecycle.turn(station_id):
@@ -493,9 +612,7 @@ class OcppServer:
                 logger.info("station %s: new connection replaces the previous one", station_id)
                 self._close_replaced(replaced)
             logger.info("station %s: connected (%s)", station_id, version)
-            recorded = await self._notify_core(
-                "on_connected", station_id, self._on_connected(station_id, version)
-            )
+            recorded = await self._connected(connection, version)
         if not recorded:
             # The core does not know the station is here; let it reconnect and try again.
             await websocket.close(CloseCode.INTERNAL_ERROR, "could not record the connection")
@@ -506,21 +623,53 @@ class OcppServer:
             async with self._lifecycle.turn(station_id):
                 if self._connections.get(station_id) is connection:
                     del self._connections[station_id]
-                    logger.info("station %s: disconnected", station_id)
+                    reason = connection.close_reason or _close_reason(websocket)
+                    logger.info("station %s: disconnected (%s)", station_id, reason)
                     await self._notify_core(
-                        "on_disconnected", station_id, self._on_disconnected(station_id)
+                        "on_disconnected", station_id, self._on_disconnected(station_id, reason)
                     )
                 else:
                     logger.info("station %s: replaced connection closed", station_id)
 
+    async def _connected(self, connection: _StationConnection, version: OcppVersion) -> bool:
+        try:
+            profile = await self._on_connected(connection.station_id, version)
+        except Exception:
+            logger.exception("station %s: on_connected failed", connection.station_id)
+            return False
+        if profile is not None:
+            connection.state.boot_status = profile.boot_status
+            connection.state.lenient = profile.lenient
+        return True
+
+    async def _watch_silence(self, limit: float) -> None:
+        while True:
+            await asyncio.sleep(limit / SILENCE_CHECKS_PER_LIMIT)
+            deadline = time.monotonic() - limit
+            for connection in list(self._connections.values()):
+                if connection.state.last_heard < deadline and connection.close_reason is None:
+                    logger.warning(
+                        "station %s: silent for over %.0f s; disconnecting it",
+                        connection.station_id,
+                        limit,
+                    )
+                    connection.close_reason = f"silent for over {limit:g} s"
+                    self._close_in_background(
+                        connection, CloseCode.GOING_AWAY, "no message within the heartbeat deadline"
+                    )
+
     def _close_replaced(self, replaced: _StationConnection) -> None:
         # In the background: the old socket may be dead and take close_timeout to give up,
         # and the new connection must not wait for that before its BootNotification.
-        task = asyncio.create_task(
-            replaced.websocket.close(CloseCode.NORMAL_CLOSURE, REPLACED_REASON)
-        )
-        self._closing_replaced.add(task)
-        task.add_done_callback(self._closing_replaced.discard)
+        replaced.close_reason = REPLACED_REASON
+        self._close_in_background(replaced, CloseCode.NORMAL_CLOSURE, REPLACED_REASON)
+
+    def _close_in_background(
+        self, connection: _StationConnection, code: CloseCode, reason: str
+    ) -> None:
+        task = asyncio.create_task(connection.websocket.close(code, reason))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     @staticmethod
     async def _notify_core(callback: str, station_id: str, notification: Awaitable[None]) -> bool:
@@ -530,3 +679,11 @@ class OcppServer:
             logger.exception("station %s: %s failed", station_id, callback)
             return False
         return True
+
+
+def _close_reason(websocket: ServerConnection) -> str:
+    code = websocket.close_code
+    if code is None or code == CloseCode.ABNORMAL_CLOSURE:
+        return "connection lost"
+    reason = websocket.close_reason
+    return f"connection closed ({code}{' ' + reason if reason else ''})"

@@ -13,8 +13,10 @@ from cpms.model.partner import OcpiPartner
 from cpms.model.reservation import Reservation
 from cpms.model.session import ChargingPeriod, MeterSample, Session
 from cpms.model.station import ChargingStation
+from cpms.model.station_event import StationEvent
 from cpms.model.tariff import Tariff
 from cpms.model.token import Token
+from cpms.model.transaction_number import TransactionNumber
 
 __all__ = [
     "AdminToken",
@@ -30,7 +32,9 @@ __all__ = [
     "OutboxEntry",
     "Reservation",
     "Session",
+    "StationEvent",
     "Tariff",
     "Token",
+    "TransactionNumber",
     "utcnow",
 ]

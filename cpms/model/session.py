@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from cpms.model.base import Base, BigId, utcnow
@@ -23,13 +23,18 @@ class Session(Base):
     """A charging session, as OCPI 2.2.1 Session plus its OCPP transaction."""
 
     __tablename__ = "session"
-    __table_args__ = (Index("ix_session_station_id_status", "station_id", "status"),)
+    __table_args__ = (
+        Index("ix_session_station_id_status", "station_id", "status"),
+        UniqueConstraint("station_id", "start_key"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     country_code: Mapped[str] = mapped_column(String(2))
     party_id: Mapped[str] = mapped_column(String(3))
     # Server-issued OCPP transaction id, unique across the whole system.
     transaction_id: Mapped[str | None] = mapped_column(String(36), unique=True)
+    # What identifies the station's start request, so a replayed start finds this session.
+    start_key: Mapped[str | None] = mapped_column(String(64))
     station_id: Mapped[str] = mapped_column(ForeignKey("charging_station.id"))
     location_id: Mapped[str] = mapped_column(ForeignKey("location.id"))
     evse_uid: Mapped[str | None] = mapped_column(ForeignKey("evse.uid"), index=True)
@@ -52,6 +57,11 @@ class Session(Base):
     reservation_id: Mapped[int | None] = mapped_column(ForeignKey("reservation.id"))
     # The eMSP that owns the token, when it is not a local token.
     partner_id: Mapped[int | None] = mapped_column(ForeignKey("ocpi_partner.id"), index=True)
+    # What was doubtful about this session: "station_clock", "meter_backwards", ...
+    flags: Mapped[list[str]] = mapped_column(default=list)
+    # Newest energy register reading accepted for billing (Wh), and when it was taken.
+    last_meter_wh: Mapped[Decimal | None]
+    last_meter_at: Mapped[datetime | None]
     last_updated: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
     charging_periods: Mapped[list[ChargingPeriod]] = relationship(
@@ -85,8 +95,10 @@ class MeterSample(Base):
     session_id: Mapped[str | None] = mapped_column(ForeignKey("session.id"))
     station_id: Mapped[str] = mapped_column(ForeignKey("charging_station.id"))
     ocpp_evse_id: Mapped[int | None]
-    # When the station says it measured (its clock) and when we received it (ours).
+    # When it was measured: the station's clock when believable, else our receive time; the
+    # station's own claim is kept beside it when it was not (flag "station_clock").
     sampled_at: Mapped[datetime]
+    station_time: Mapped[datetime | None]
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     measurand: Mapped[str] = mapped_column(String(48))
     phase: Mapped[str | None] = mapped_column(String(8))
@@ -98,3 +110,5 @@ class MeterSample(Base):
     value_si: Mapped[Decimal]
     # Signed meter value (OCMF, EDL...) exactly as the station sent it.
     signed_data: Mapped[dict[str, Any] | None]
+    # Why this sample must not be billed or trusted: "meter_backwards", "meter_jump", ...
+    flags: Mapped[list[str] | None]

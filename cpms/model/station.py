@@ -35,6 +35,9 @@ class ChargingStation(Base):
     registered_by: Mapped[str] = mapped_column(String(16), default="operator")
     # Accept what strict schemas would refuse from this station (FIELD-NOTES 12).
     lenient: Mapped[bool] = mapped_column(default=False)
+    # Whether its BootNotification is Accepted; a station registered on connect under the
+    # "pending" admission policy waits (Pending) until an operator approves it.
+    approved: Mapped[bool] = mapped_column(default=True)
 
     # What the station said at boot.
     ocpp_version: Mapped[str | None] = mapped_column(String(16))

@@ -1,0 +1,492 @@
+"""Charging sessions as stations report them: start, meter values, stop. Idempotent throughout.
+
+Protocol-neutral: the gateway turns OCPP StartTransaction / MeterValues / StopTransaction
+(and, later, 2.0.1 TransactionEvent) into the requests below. Like ``station_lifecycle``,
+each function is work for ``GroupCommitter``: it takes an entered unit of work, no commit.
+
+The rules real stations make necessary (FIELD-NOTES 7, 8, 10, 11):
+
+- A start is identified by (station, EVSE, token, station timestamp, meter start). The same
+  start again (a replay after reconnect) returns the same transaction id, never a second
+  session. Transaction ids are integers from one system-wide table (``TransactionNumber``).
+- A stop for a session already ended changes nothing; a stop for an unknown id is recorded
+  in the station log and its readings kept, and the caller still answers normally.
+- Readings arrive normalised to SI by the gateway (Wh, W, A, V). Energy billed is the sum of
+  believable steps of the energy register: the total register when the station sends one,
+  else the sum of its per-phase registers. A step backwards, or one that would need more
+  power than the connector can give, is flagged on the sample and the session and not
+  billed; the next step counts from the new reading (never bill an odometer).
+- Timestamps before 2000 or far ahead of our clock are replaced by the receive time and
+  flagged (``station_lifecycle.trusted_time``); a session never ends before it started.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from cpms.authorization import Authorization, Authorizer
+from cpms.errors import NotFound
+from cpms.events import SessionEnded, SessionStarted, SessionUpdated
+from cpms.model import (
+    ChargingStation,
+    Evse,
+    MeterSample,
+    Reservation,
+    Session,
+    Tariff,
+    TransactionNumber,
+)
+from cpms.station_lifecycle import evse_for, log_station_event, trusted_time
+from cpms.unit_of_work import UnitOfWork
+
+__all__ = [
+    "ENERGY_REGISTER",
+    "MeterReport",
+    "MeterValue",
+    "Sample",
+    "StartOutcome",
+    "StartRequest",
+    "StopOutcome",
+    "StopRequest",
+    "record_meter_values",
+    "start_transaction",
+    "stop_transaction",
+]
+
+ENERGY_REGISTER = "Energy.Active.Import.Register"
+"""The measurand billing follows (OCPP's default when a station names none)."""
+_PHASES = frozenset({"L1", "L2", "L3", "L1-N", "L2-N", "L3-N"})
+DEFAULT_CURRENCY = "EUR"
+"""Used when the EVSE has no tariff to take a currency from."""
+FALLBACK_MAX_POWER_W = Decimal(1_000_000)
+"""Plausibility ceiling for an EVSE whose connector power is unknown."""
+POWER_MARGIN = Decimal("1.5")
+"""A step may imply up to this times the connector's power before it is called a jump."""
+STEP_SLACK_WH = Decimal(100)
+"""Rounding and sample-timing slack allowed on every step."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One sampled value, with the unit it was reported in and its SI equivalent."""
+
+    measurand: str
+    value: Decimal
+    value_si: Decimal
+    unit: str | None = None
+    """As reported (``kWh``); ``value_si`` is in the SI unit (Wh, W, A, V, %...)."""
+    phase: str | None = None
+    location: str | None = None
+    context: str | None = None
+    """Sample.Periodic, Transaction.Begin, Transaction.End, ... (kept as sent)."""
+    signed_data: dict[str, Any] | None = None
+    """A signed reading (OCMF, EDL...) exactly as the station sent it, for CDR signed data."""
+
+
+@dataclass(frozen=True, slots=True)
+class MeterValue:
+    """Samples a station took at one moment (its clock)."""
+
+    station_time: datetime | None
+    samples: tuple[Sample, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MeterReport:
+    """Meter values for an EVSE, of a transaction or of no transaction."""
+
+    evse_number: int
+    received_at: datetime
+    meter_values: tuple[MeterValue, ...]
+    transaction_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StartRequest:
+    """A station started charging for a token."""
+
+    evse_number: int
+    uid: str
+    meter_start_wh: Decimal
+    received_at: datetime
+    station_time: datetime | None = None
+    connector_number: int | None = None
+    reservation_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StartOutcome:
+    """The session a start opened (or, for a replay, had opened)."""
+
+    transaction_id: str
+    session_id: str
+    authorization: Authorization
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StopRequest:
+    """A station stopped a transaction, with the readings it took meanwhile."""
+
+    transaction_id: str
+    received_at: datetime
+    meter_stop_wh: Decimal | None = None
+    station_time: datetime | None = None
+    uid: str | None = None
+    reason: str | None = None
+    meter_values: tuple[MeterValue, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StopOutcome:
+    """What a stop did."""
+
+    known: bool
+    """False for a transaction id nobody issued (recorded in the station log)."""
+    replayed: bool = False
+    """True when the session had already ended: nothing changed."""
+    authorization: Authorization | None = None
+    session_id: str | None = None
+    flags: tuple[str, ...] = field(default=())
+
+
+def _start_key(request: StartRequest, station_time: datetime | None) -> str:
+    stamp = station_time.isoformat() if station_time is not None else "-"
+    text = f"{request.evse_number}|{request.uid}|{stamp}|{request.meter_start_wh.normalize()}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def _station(uow: UnitOfWork, station_id: str) -> ChargingStation:
+    station = await uow.session.get(ChargingStation, station_id)
+    if station is None:
+        raise NotFound("station", station_id)
+    return station
+
+
+def _flag(session: Session, flag: str) -> None:
+    if flag not in session.flags:
+        session.flags = [*session.flags, flag]  # reassigned: JSON columns miss in-place edits
+
+
+def _max_power_w(evse: Evse | None) -> Decimal:
+    if evse is None or not evse.connectors:
+        return FALLBACK_MAX_POWER_W
+    connector = evse.connectors[0]
+    if connector.max_electric_power:
+        return Decimal(connector.max_electric_power)
+    phases = 3 if connector.power_type == "AC_3_PHASE" else 1
+    return Decimal(connector.max_voltage * connector.max_amperage * phases) or FALLBACK_MAX_POWER_W
+
+
+async def _currency(uow: UnitOfWork, evse: Evse) -> str:
+    for connector in evse.connectors:
+        for tariff_id in connector.tariff_ids or ():
+            tariff = await uow.session.get(Tariff, tariff_id)
+            if tariff is not None:
+                return tariff.currency
+    return DEFAULT_CURRENCY
+
+
+async def start_transaction(
+    uow: UnitOfWork,
+    station_id: str,
+    request: StartRequest,
+    *,
+    authorizer: Authorizer,
+) -> StartOutcome:
+    """Open a session for a station's start, or find the one a replayed start opened."""
+    station = await _station(uow, station_id)
+    started_at, clock_wrong = trusted_time(request.station_time, request.received_at)
+    key = _start_key(request, request.station_time)
+    existing = await uow.session.scalar(
+        select(Session).where(Session.station_id == station_id, Session.start_key == key)
+    )
+    authorization = await authorizer.authorize(uow, request.uid, location_id=station.location_id)
+    if existing is not None and existing.transaction_id is not None:
+        return StartOutcome(existing.transaction_id, existing.id, authorization, replayed=True)
+
+    evse = await evse_for(uow, station, request.evse_number, at=request.received_at)
+    location = evse.location  # held: touch() in evse_for walks up to it
+    session_id = str(uuid.uuid4())
+    number = TransactionNumber(session_id=session_id, issued_at=request.received_at)
+    uow.session.add(number)
+    await uow.session.flush()
+    transaction_id = str(number.id)
+    operator = authorizer.operator
+    session = Session(
+        id=session_id,
+        country_code=operator.country_code,
+        party_id=operator.party_id,
+        transaction_id=transaction_id,
+        start_key=key,
+        station_id=station_id,
+        location_id=location.id,
+        evse_uid=evse.uid,
+        connector_id=evse.connectors[0].id if evse.connectors else None,
+        status="ACTIVE" if authorization.allowed else "INVALID",
+        start_date_time=started_at,
+        cdr_token=authorization.cdr_token,
+        auth_method="WHITELIST" if authorization.source != "remote" else "AUTH_REQUEST",
+        authorization_reference=authorization.authorization_reference,
+        meter_id=station.meter_serial_number,
+        meter_start_wh=request.meter_start_wh,
+        energy_wh=Decimal(0),
+        currency=await _currency(uow, evse),
+        partner_id=authorization.partner_id,
+        flags=["station_clock"] if clock_wrong else [],
+        last_meter_wh=request.meter_start_wh,
+        last_meter_at=started_at,
+        last_updated=request.received_at,
+    )
+    if request.reservation_id is not None:
+        reservation = await uow.session.get(Reservation, request.reservation_id)
+        if reservation is not None and reservation.station_id == station_id:
+            session.reservation_id = reservation.id
+            reservation.status = "USED"
+    uow.session.add(session)
+    await uow.session.flush()  # samples point at it, and no relationship orders the inserts
+    uow.session.add(
+        MeterSample(
+            session_id=session_id,
+            station_id=station_id,
+            ocpp_evse_id=request.evse_number,
+            sampled_at=started_at,
+            station_time=request.station_time if clock_wrong else None,
+            received_at=request.received_at,
+            measurand=ENERGY_REGISTER,
+            context="Transaction.Begin",
+            unit="Wh",
+            value=request.meter_start_wh,
+            value_si=request.meter_start_wh,
+            flags=["station_clock"] if clock_wrong else None,
+        )
+    )
+    if clock_wrong:
+        log_station_event(
+            uow,
+            station_id,
+            "clock",
+            f"transaction {transaction_id} started with an unbelievable clock; receive time used",
+            occurred_at=request.station_time,
+            received_at=request.received_at,
+        )
+    uow.record(
+        SessionStarted(
+            occurred_at=request.received_at, session_id=session_id, status=session.status
+        )
+    )
+    return StartOutcome(transaction_id, session_id, authorization)
+
+
+def _energy_reading(samples: tuple[Sample, ...]) -> Decimal | None:
+    registers = [s for s in samples if s.measurand == ENERGY_REGISTER and s.location != "Inlet"]
+    totals = [s.value_si for s in registers if s.phase is None]
+    if totals:
+        return totals[0]
+    phases = {s.phase: s.value_si for s in registers if s.phase in _PHASES}
+    return sum(phases.values(), Decimal(0)) if phases else None
+
+
+def _advance(
+    session: Session, reading_wh: Decimal, at: datetime, max_power_w: Decimal
+) -> str | None:
+    """Bill the step from the last accepted reading to this one; return a flag if refused."""
+    if session.last_meter_wh is None or session.last_meter_at is None:
+        session.last_meter_wh, session.last_meter_at = reading_wh, at
+        return None
+    if at < session.last_meter_at:
+        return None  # an older reading arriving late: kept, but it moves nothing
+    step = reading_wh - session.last_meter_wh
+    hours = Decimal((at - session.last_meter_at).total_seconds()) / Decimal(3600)
+    flag: str | None = None
+    if step < 0:
+        flag = "meter_backwards"
+    elif step > max_power_w * POWER_MARGIN * hours + STEP_SLACK_WH:
+        flag = "meter_jump"
+    else:
+        session.energy_wh += step
+    # After a refused step the register itself is the new baseline: count from here on.
+    session.last_meter_wh, session.last_meter_at = reading_wh, at
+    return flag
+
+
+async def _store_meter_values(
+    uow: UnitOfWork,
+    station_id: str,
+    evse_number: int,
+    meter_values: tuple[MeterValue, ...],
+    received_at: datetime,
+    session: Session | None,
+    evse: Evse | None,
+) -> set[str]:
+    flags: set[str] = set()
+    max_power_w = _max_power_w(evse)
+    for meter_value in meter_values:
+        at, clock_wrong = trusted_time(meter_value.station_time, received_at)
+        sample_flags = ["station_clock"] if clock_wrong else []
+        reading = _energy_reading(meter_value.samples)
+        if reading is not None and session is not None:
+            refused = _advance(session, reading, at, max_power_w)
+            if refused is not None:
+                sample_flags.append(refused)
+        for sample in meter_value.samples:
+            billed_register = sample.measurand == ENERGY_REGISTER
+            uow.session.add(
+                MeterSample(
+                    session_id=session.id if session is not None else None,
+                    station_id=station_id,
+                    ocpp_evse_id=evse_number,
+                    sampled_at=at,
+                    station_time=meter_value.station_time if clock_wrong else None,
+                    received_at=received_at,
+                    measurand=sample.measurand[:48],
+                    phase=sample.phase,
+                    location=sample.location,
+                    context=sample.context,
+                    unit=sample.unit,
+                    value=sample.value,
+                    value_si=sample.value_si,
+                    signed_data=sample.signed_data,
+                    flags=(sample_flags if billed_register or clock_wrong else None) or None,
+                )
+            )
+        flags.update(sample_flags)
+    if session is not None:
+        for flag in sorted(flags):
+            _flag(session, flag)
+    return flags
+
+
+async def _session_of(uow: UnitOfWork, station_id: str, transaction_id: str) -> Session | None:
+    return await uow.session.scalar(
+        select(Session).where(
+            Session.transaction_id == transaction_id, Session.station_id == station_id
+        )
+    )
+
+
+async def _evse_of(uow: UnitOfWork, session: Session | None) -> Evse | None:
+    if session is None or session.evse_uid is None:
+        return None
+    return await uow.session.get(Evse, session.evse_uid, options=[selectinload(Evse.connectors)])
+
+
+async def record_meter_values(uow: UnitOfWork, station_id: str, report: MeterReport) -> set[str]:
+    """Store a station's readings and bill their believable energy steps; return the flags."""
+    await _station(uow, station_id)
+    session = None
+    if report.transaction_id is not None:
+        session = await _session_of(uow, station_id, report.transaction_id)
+        if session is None:
+            log_station_event(
+                uow,
+                station_id,
+                "unknown_transaction",
+                f"meter values for unknown transaction {report.transaction_id}: kept unbilled",
+                received_at=report.received_at,
+                details={"transaction_id": report.transaction_id},
+            )
+    ended = session is not None and session.end_date_time is not None
+    flags = await _store_meter_values(
+        uow,
+        station_id,
+        report.evse_number,
+        report.meter_values,
+        report.received_at,
+        None if ended else session,
+        await _evse_of(uow, session),
+    )
+    if session is not None and not ended:
+        session.last_updated = report.received_at
+        uow.record(
+            SessionUpdated(
+                occurred_at=report.received_at, session_id=session.id, status=session.status
+            )
+        )
+    return flags
+
+
+async def stop_transaction(
+    uow: UnitOfWork,
+    station_id: str,
+    request: StopRequest,
+    *,
+    authorizer: Authorizer,
+) -> StopOutcome:
+    """End a session, once; record a stop for an unknown transaction and change nothing else."""
+    station = await _station(uow, station_id)
+    authorization = (
+        await authorizer.authorize(uow, request.uid, location_id=station.location_id)
+        if request.uid
+        else None
+    )
+    session = await _session_of(uow, station_id, request.transaction_id)
+    if session is None:
+        log_station_event(
+            uow,
+            station_id,
+            "unknown_transaction",
+            f"stop for unknown transaction {request.transaction_id}: answered, kept unbilled",
+            occurred_at=request.station_time,
+            received_at=request.received_at,
+            details={
+                "transaction_id": request.transaction_id,
+                "meter_stop_wh": str(request.meter_stop_wh),
+                "id_tag": request.uid,
+                "reason": request.reason,
+            },
+        )
+        await _store_meter_values(
+            uow, station_id, 0, request.meter_values, request.received_at, None, None
+        )
+        return StopOutcome(known=False, authorization=authorization)
+    if session.end_date_time is not None:
+        return StopOutcome(
+            known=True, replayed=True, authorization=authorization, session_id=session.id
+        )
+
+    evse = await _evse_of(uow, session)
+    evse_number = evse.ocpp_evse_id if evse is not None and evse.ocpp_evse_id else 0
+    readings = request.meter_values
+    ended_at, clock_wrong = trusted_time(request.station_time, request.received_at)
+    if request.meter_stop_wh is not None:
+        final = Sample(
+            ENERGY_REGISTER,
+            request.meter_stop_wh,
+            request.meter_stop_wh,
+            unit="Wh",
+            context="Transaction.End",
+        )
+        readings = (*readings, MeterValue(request.station_time, (final,)))
+    flags = await _store_meter_values(
+        uow, station_id, evse_number, readings, request.received_at, session, evse
+    )
+    if clock_wrong:
+        _flag(session, "station_clock")
+    if ended_at < session.start_date_time:
+        # A clock that moved backwards mid-session: never a negative duration.
+        ended_at = max(session.start_date_time, min(request.received_at, ended_at))
+        _flag(session, "station_clock")
+    session.end_date_time = ended_at
+    session.meter_stop_wh = request.meter_stop_wh
+    session.stop_reason = (request.reason or "Local")[:32]
+    if session.status != "INVALID":
+        session.status = "COMPLETED"
+    session.last_updated = request.received_at
+    uow.record(
+        SessionEnded(occurred_at=request.received_at, session_id=session.id, status=session.status)
+    )
+    return StopOutcome(
+        known=True,
+        authorization=authorization,
+        session_id=session.id,
+        flags=tuple(sorted(flags)),
+    )

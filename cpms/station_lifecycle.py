@@ -1,0 +1,383 @@
+"""What stations report about themselves: boot, heartbeat, status, going offline, their log.
+
+Protocol-neutral: the gateway turns OCPP BootNotification, Heartbeat and StatusNotification
+(1.6 or 2.0.1) into the reports below and calls these functions. Each function is a piece of
+work for ``GroupCommitter``: it takes an entered unit of work and does not commit, so a storm
+of reports costs a few transactions, not one each.
+
+Statuses arrive already in OCPI's EVSE vocabulary (AVAILABLE, CHARGING, ...): the OCPP to
+OCPI mapping is the gateway's, written down once in ``ocpp_gateway.status_mapping``.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import selectinload
+
+from cpms.errors import NotFound
+from cpms.events import (
+    EvseChanged,
+    EvseStatusChanged,
+    StationChanged,
+    StationConnectionChanged,
+)
+from cpms.model import ChargingStation, Connector, Evse, Location, StationEvent, utcnow
+from cpms.pages import Page, fetch_page
+from cpms.unit_of_work import UnitOfWork
+
+__all__ = [
+    "BootDecision",
+    "BootReport",
+    "BootStatus",
+    "StatusReport",
+    "approve_station",
+    "evse_for",
+    "list_station_events",
+    "log_station_event",
+    "record_boot",
+    "record_heartbeat",
+    "record_offline",
+    "record_status",
+    "trusted_time",
+]
+
+log = logging.getLogger("cpms.stations")
+
+EARLIEST_BELIEVABLE = datetime(2000, 1, 1, tzinfo=UTC)
+"""Station timestamps before this are an unset clock (1970 after a power cut)."""
+LATEST_AHEAD = timedelta(hours=1)
+"""How far ahead of our clock a station's timestamp may be before we call it wrong."""
+
+
+def trusted_time(station_time: datetime | None, received_at: datetime) -> tuple[datetime, bool]:
+    """Return the time to believe for a station's timestamp, and whether it was replaced.
+
+    A missing timestamp, one before 2000 or one more than an hour ahead of ``received_at``
+    is replaced by ``received_at`` (FIELD-NOTES 11); the caller flags it.
+    """
+    if station_time is None:
+        return received_at, False
+    if station_time < EARLIEST_BELIEVABLE or station_time > received_at + LATEST_AHEAD:
+        return received_at, True
+    return station_time, False
+
+
+class BootStatus(enum.StrEnum):
+    """The answer to a boot: OCPP's RegistrationStatus."""
+
+    ACCEPTED = "Accepted"
+    PENDING = "Pending"
+    REJECTED = "Rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class BootReport:
+    """What a booting station says about itself."""
+
+    vendor: str
+    model: str
+    serial_number: str | None = None
+    firmware_version: str | None = None
+    iccid: str | None = None
+    imsi: str | None = None
+    meter_type: str | None = None
+    meter_serial_number: str | None = None
+    reason: str | None = None
+    """Why it booted (OCPP 2.0.1 BootReason); 1.6 does not say."""
+
+
+@dataclass(frozen=True, slots=True)
+class BootDecision:
+    """Our answer to a boot."""
+
+    status: BootStatus
+    interval: int
+    """Seconds: the heartbeat interval when accepted, the retry interval otherwise."""
+    current_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    """A status change of a station (``evse_number`` 0) or one of its EVSEs."""
+
+    evse_number: int
+    status: str
+    """OCPI EVSE status: AVAILABLE, BLOCKED, CHARGING, INOPERATIVE, OUTOFORDER, RESERVED, ..."""
+    received_at: datetime
+    station_time: datetime | None = None
+    connector_number: int | None = None
+    error_code: str | None = None
+    """The station's fault code; None when it reports no error."""
+    details: dict[str, Any] = field(default_factory=dict)
+    """What else the station said (info, vendor ids, its own status word)."""
+
+
+async def _station(uow: UnitOfWork, station_id: str) -> ChargingStation:
+    station = await uow.session.get(ChargingStation, station_id)
+    if station is None:
+        raise NotFound("station", station_id)
+    return station
+
+
+def _clip(value: str | None, length: int) -> str | None:
+    # Leniency may let over-long values through (FIELD-NOTES 12); the column keeps what fits.
+    return value[:length] if value is not None else None
+
+
+async def record_boot(
+    uow: UnitOfWork,
+    station_id: str,
+    report: BootReport,
+    *,
+    received_at: datetime,
+    heartbeat_interval: int,
+) -> BootDecision:
+    """Keep what the station says about itself and decide Accepted, Pending or Rejected.
+
+    Retired stations are Rejected; stations awaiting approval (admission policy ``pending``)
+    are Pending and told to retry after the heartbeat interval.
+    """
+    station = await _station(uow, station_id)
+    station.vendor = _clip(report.vendor, 50)
+    station.model = _clip(report.model, 50)
+    station.serial_number = _clip(report.serial_number, 50)
+    station.firmware_version = _clip(report.firmware_version, 50)
+    station.iccid = _clip(report.iccid, 20)
+    station.imsi = _clip(report.imsi, 20)
+    station.meter_type = _clip(report.meter_type, 25)
+    station.meter_serial_number = _clip(report.meter_serial_number, 25)
+    if station.retired:
+        status = BootStatus.REJECTED
+    elif not station.approved:
+        status = BootStatus.PENDING
+    else:
+        status = BootStatus.ACCEPTED
+    station.boot_status = status.value
+    station.last_boot_at = received_at
+    station.last_seen_at = received_at
+    station.updated_at = received_at
+    uow.record(StationChanged(occurred_at=received_at, station_id=station_id, fields=("boot",)))
+    return BootDecision(status, heartbeat_interval, received_at)
+
+
+async def record_heartbeat(uow: UnitOfWork, station_id: str, received_at: datetime) -> datetime:
+    """Note that the station is alive; return the time to tell it."""
+    await uow.session.execute(
+        update(ChargingStation)
+        .where(ChargingStation.id == station_id)
+        .values(last_seen_at=received_at)
+    )
+    return received_at
+
+
+_EVSE_ID_PART = re.compile(r"[^A-Z0-9]")
+
+# What an EVSE the station reported before anyone described it is assumed to have. It is
+# published (OCPI wants a connector) and an operator corrects it through the API or CLI.
+_ASSUMED_CONNECTOR: dict[str, Any] = {
+    "standard": "IEC_62196_T2",
+    "format": "SOCKET",
+    "power_type": "AC_3_PHASE",
+    "max_voltage": 230,
+    "max_amperage": 32,
+    "max_electric_power": 22080,
+}
+
+
+async def _new_evse_uid(uow: UnitOfWork, station_id: str, number: int) -> str:
+    candidate = f"{station_id}-{number}"
+    if len(candidate) > 36:
+        candidate = hashlib.sha256(candidate.encode()).hexdigest()[:32]
+    uid, suffix = candidate, 1
+    while await uow.session.get(Evse, uid) is not None:  # uids are never reused
+        suffix += 1
+        uid = f"{candidate[: 36 - len(str(suffix)) - 1]}~{suffix}"
+    return uid
+
+
+async def evse_for(uow: UnitOfWork, station: ChargingStation, number: int, *, at: datetime) -> Evse:
+    """Return the EVSE a station calls ``number``, adding it to the station's location if new.
+
+    A station may report EVSEs nobody has described yet (the common case with open admission);
+    they appear at once with an assumed connector, and the log says so.
+    """
+    evse = await uow.session.scalar(
+        select(Evse)
+        .where(Evse.station_id == station.id, Evse.ocpp_evse_id == number)
+        .options(selectinload(Evse.location), selectinload(Evse.connectors))
+    )
+    if evse is not None:
+        return evse
+    location = await uow.session.get(
+        Location, station.location_id, options=[selectinload(Location.evses)]
+    )
+    if location is None:  # the foreign key makes this impossible; say so if it happens
+        raise NotFound("location", station.location_id)
+    uid = await _new_evse_uid(uow, station.id, number)
+    readable = _EVSE_ID_PART.sub("", station.id.upper())[:30] or "S"
+    evse = Evse(
+        uid=uid,
+        evse_id=f"{location.country_code}*{location.party_id}*E{readable}*{number}",
+        station_id=station.id,
+        ocpp_evse_id=number,
+        status="UNKNOWN",
+        position=len(location.evses),
+        capabilities=["REMOTE_START_STOP_CAPABLE", "RFID_READER"],
+        last_updated=at,
+    )
+    evse.connectors.append(
+        Connector(id="1", position=0, ocpp_connector_id=1, last_updated=at, **_ASSUMED_CONNECTOR)
+    )
+    location.evses.append(evse)
+    evse.touch(at)
+    uow.record(EvseChanged(occurred_at=at, location_id=location.id, evse_uid=uid))
+    log_station_event(
+        uow,
+        station.id,
+        "evse_added",
+        f"EVSE {number} reported before it was described: added as {uid} with an assumed "
+        "Type 2 socket; correct it through the operator API",
+        received_at=at,
+        details={"evse_uid": uid, "ocpp_evse_id": number},
+    )
+    return evse
+
+
+async def record_status(uow: UnitOfWork, station_id: str, report: StatusReport) -> None:
+    """Apply a status report to the station (EVSE 0) or to one EVSE."""
+    station = await _station(uow, station_id)
+    at = report.received_at
+    station.last_seen_at = at
+    if report.error_code is not None:
+        log_station_event(
+            uow,
+            station_id,
+            "fault",
+            f"EVSE {report.evse_number}: {report.error_code} ({report.status})",
+            occurred_at=report.station_time,
+            received_at=at,
+            details={"error_code": report.error_code, **report.details},
+        )
+    if report.evse_number == 0:
+        # The station itself: kept in the log; its EVSEs report their own status.
+        log_station_event(
+            uow,
+            station_id,
+            "station_status",
+            f"station reports {report.status}",
+            occurred_at=report.station_time,
+            received_at=at,
+            details={"status": report.status, **report.details},
+        )
+        return
+    evse = await evse_for(uow, station, report.evse_number, at=at)
+    location = evse.location  # held: touch() walks up to it
+    if evse.status in (report.status, "REMOVED"):
+        return
+    evse.status = report.status
+    evse.touch(at)
+    uow.record(
+        EvseStatusChanged(
+            occurred_at=at, location_id=location.id, evse_uid=evse.uid, status=report.status
+        )
+    )
+
+
+async def record_offline(
+    uow: UnitOfWork, station_id: str, *, node: str, reason: str, at: datetime | None = None
+) -> bool:
+    """Take a station offline (its connection on ``node`` closed or fell silent).
+
+    Its EVSEs become UNKNOWN, as OCPI wants for an EVSE nobody can vouch for (FIELD-NOTES 1).
+    Does nothing, and returns False, if the station has meanwhile connected again elsewhere.
+    """
+    at = at or utcnow()
+    station = await uow.session.get(ChargingStation, station_id)
+    if station is None or station.connected_node != node:
+        return False
+    station.online = False
+    station.connected_node = None
+    evses = await uow.session.scalars(
+        select(Evse)
+        .where(
+            Evse.station_id == station_id,
+            Evse.status.not_in(("UNKNOWN", "REMOVED")),
+        )
+        .options(selectinload(Evse.location))
+    )
+    for evse in evses:
+        location = evse.location
+        evse.status = "UNKNOWN"
+        evse.touch(at)
+        uow.record(
+            EvseStatusChanged(
+                occurred_at=at, location_id=location.id, evse_uid=evse.uid, status="UNKNOWN"
+            )
+        )
+    uow.record(
+        StationConnectionChanged(occurred_at=at, station_id=station_id, online=False, reason=reason)
+    )
+    log_station_event(uow, station_id, "offline", f"offline: {reason}", received_at=at)
+    return True
+
+
+def log_station_event(
+    uow: UnitOfWork,
+    station_id: str,
+    kind: str,
+    summary: str,
+    *,
+    received_at: datetime,
+    occurred_at: datetime | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Add an entry to the station's log."""
+    uow.session.add(
+        StationEvent(
+            station_id=station_id,
+            kind=kind,
+            summary=summary[:255],
+            occurred_at=occurred_at,
+            received_at=received_at,
+            details=details,
+        )
+    )
+
+
+async def list_station_events(
+    uow: UnitOfWork,
+    station_id: str,
+    *,
+    kind: str | None = None,
+    offset: int = 0,
+    limit: int | None = None,
+) -> Page[StationEvent]:
+    """Return a station's log, newest first, optionally of one kind."""
+    query = select(StationEvent).where(StationEvent.station_id == station_id)
+    if kind is not None:
+        query = query.where(StationEvent.kind == kind)
+    query = query.order_by(StationEvent.id.desc())
+    async with uow:
+        await uow.get(ChargingStation, station_id, kind="station")
+        return await fetch_page(uow.session, query, offset=offset, limit=limit)
+
+
+async def approve_station(uow: UnitOfWork, station_id: str) -> ChargingStation:
+    """Let a station waiting in Pending be Accepted at its next boot."""
+    now = utcnow()
+    async with uow:
+        station = await uow.get(ChargingStation, station_id, kind="station")
+        if not station.approved:
+            station.approved = True
+            station.updated_at = now
+            uow.record(StationChanged(occurred_at=now, station_id=station_id, fields=("approved",)))
+        await uow.commit()
+        return station
