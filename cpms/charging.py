@@ -33,10 +33,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from cpms.authorization import Authorization, Authorizer
-from cpms.errors import NotFound
 from cpms.events import SessionEnded, SessionStarted, SessionUpdated
 from cpms.model import (
-    ChargingStation,
     Evse,
     MeterSample,
     Reservation,
@@ -44,7 +42,7 @@ from cpms.model import (
     Tariff,
     TransactionNumber,
 )
-from cpms.station_lifecycle import evse_for, log_station_event, trusted_time
+from cpms.station_lifecycle import evse_for, load_station, log_station_event, trusted_time
 from cpms.unit_of_work import UnitOfWork
 
 __all__ = [
@@ -164,13 +162,6 @@ def _start_key(request: StartRequest, station_time: datetime | None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-async def _station(uow: UnitOfWork, station_id: str) -> ChargingStation:
-    station = await uow.session.get(ChargingStation, station_id)
-    if station is None:
-        raise NotFound("station", station_id)
-    return station
-
-
 def _flag(session: Session, flag: str) -> None:
     if flag not in session.flags:
         session.flags = [*session.flags, flag]  # reassigned: JSON columns miss in-place edits
@@ -203,7 +194,7 @@ async def start_transaction(
     authorizer: Authorizer,
 ) -> StartOutcome:
     """Open a session for a station's start, or find the one a replayed start opened."""
-    station = await _station(uow, station_id)
+    station = await load_station(uow, station_id)
     started_at, clock_wrong = trusted_time(request.station_time, request.received_at)
     key = _start_key(request, request.station_time)
     existing = await uow.session.scalar(
@@ -381,7 +372,7 @@ async def _evse_of(uow: UnitOfWork, session: Session | None) -> Evse | None:
 
 async def record_meter_values(uow: UnitOfWork, station_id: str, report: MeterReport) -> set[str]:
     """Store a station's readings and bill their believable energy steps; return the flags."""
-    await _station(uow, station_id)
+    await load_station(uow, station_id)
     session = None
     if report.transaction_id is not None:
         session = await _session_of(uow, station_id, report.transaction_id)
@@ -422,7 +413,7 @@ async def stop_transaction(
     authorizer: Authorizer,
 ) -> StopOutcome:
     """End a session, once; record a stop for an unknown transaction and change nothing else."""
-    station = await _station(uow, station_id)
+    station = await load_station(uow, station_id)
     authorization = (
         await authorizer.authorize(uow, request.uid, location_id=station.location_id)
         if request.uid

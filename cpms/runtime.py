@@ -29,7 +29,7 @@ from cpms.group_commit import GroupCommitter
 from cpms.locations import DefaultLocation
 from cpms.model import utcnow
 from cpms.operator_access import ensure_admin_token
-from cpms.station_lifecycle import log_station_event, record_offline
+from cpms.station_lifecycle import log_station_event, record_offline, record_online
 from cpms.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from ocpi_api import HttpContext, create_app
 from ocpp_gateway import OcppServer, OcppVersion, v16
@@ -110,8 +110,9 @@ class Runtime:
         )
 
     async def _connected(self, station_id: str, version: OcppVersion) -> StationProfile:
-        station = await stations.mark_connected(
-            self.uow(), station_id, ocpp_version=version.value, node=self.node
+        # Through the group committer: a reconnect storm must not cost a commit per station.
+        station = await self.committer.run(
+            lambda uow: record_online(uow, station_id, ocpp_version=version.value, node=self.node)
         )
         log.info("station %s connected (%s)", station_id, version.value)
         return StationProfile(boot_status=station.boot_status, lenient=station.lenient)

@@ -41,10 +41,12 @@ __all__ = [
     "approve_station",
     "evse_for",
     "list_station_events",
+    "load_station",
     "log_station_event",
     "record_boot",
     "record_heartbeat",
     "record_offline",
+    "record_online",
     "record_status",
     "trusted_time",
 ]
@@ -120,7 +122,8 @@ class StatusReport:
     """What else the station said (info, vendor ids, its own status word)."""
 
 
-async def _station(uow: UnitOfWork, station_id: str) -> ChargingStation:
+async def load_station(uow: UnitOfWork, station_id: str) -> ChargingStation:
+    """Return a station inside an entered unit of work, or raise ``NotFound``."""
     station = await uow.session.get(ChargingStation, station_id)
     if station is None:
         raise NotFound("station", station_id)
@@ -145,7 +148,7 @@ async def record_boot(
     Retired stations are Rejected; stations awaiting approval (admission policy ``pending``)
     are Pending and told to retry after the heartbeat interval.
     """
-    station = await _station(uow, station_id)
+    station = await load_station(uow, station_id)
     station.vendor = _clip(report.vendor, 50)
     station.model = _clip(report.model, 50)
     station.serial_number = _clip(report.serial_number, 50)
@@ -253,7 +256,7 @@ async def evse_for(uow: UnitOfWork, station: ChargingStation, number: int, *, at
 
 async def record_status(uow: UnitOfWork, station_id: str, report: StatusReport) -> None:
     """Apply a status report to the station (EVSE 0) or to one EVSE."""
-    station = await _station(uow, station_id)
+    station = await load_station(uow, station_id)
     at = report.received_at
     station.last_seen_at = at
     if report.error_code is not None:
@@ -279,16 +282,32 @@ async def record_status(uow: UnitOfWork, station_id: str, report: StatusReport) 
         )
         return
     evse = await evse_for(uow, station, report.evse_number, at=at)
-    location = evse.location  # held: touch() walks up to it
-    if evse.status in (report.status, "REMOVED"):
-        return
-    evse.status = report.status
+    if evse.status not in (report.status, "REMOVED"):
+        _set_status(uow, evse, report.status, at)
+
+
+def _set_status(uow: UnitOfWork, evse: Evse, status: str, at: datetime) -> None:
+    location = evse.location  # held: touch() walks up to it, the session keeps weak refs
+    evse.status = status
     evse.touch(at)
     uow.record(
-        EvseStatusChanged(
-            occurred_at=at, location_id=location.id, evse_uid=evse.uid, status=report.status
-        )
+        EvseStatusChanged(occurred_at=at, location_id=location.id, evse_uid=evse.uid, status=status)
     )
+
+
+async def record_online(
+    uow: UnitOfWork, station_id: str, *, ocpp_version: str, node: str, at: datetime | None = None
+) -> ChargingStation:
+    """Note that a station's connection is open on ``node``; return the station."""
+    at = at or utcnow()
+    station = await load_station(uow, station_id)
+    station.online = True
+    station.ocpp_version = ocpp_version
+    station.connected_node = node
+    station.connected_at = at
+    station.last_seen_at = at
+    uow.record(StationConnectionChanged(occurred_at=at, station_id=station_id, online=True))
+    return station
 
 
 async def record_offline(
@@ -314,14 +333,7 @@ async def record_offline(
         .options(selectinload(Evse.location))
     )
     for evse in evses:
-        location = evse.location
-        evse.status = "UNKNOWN"
-        evse.touch(at)
-        uow.record(
-            EvseStatusChanged(
-                occurred_at=at, location_id=location.id, evse_uid=evse.uid, status="UNKNOWN"
-            )
-        )
+        _set_status(uow, evse, "UNKNOWN", at)
     uow.record(
         StationConnectionChanged(occurred_at=at, station_id=station_id, online=False, reason=reason)
     )

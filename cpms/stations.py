@@ -14,13 +14,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from cpms.admission import Admission, AdmissionPolicy, Verdict
-from cpms.errors import Conflict, InvalidRequest, NotFound
-from cpms.events import StationChanged, StationConnectionChanged, StationRegistered
+from cpms.errors import Conflict, InvalidRequest
+from cpms.events import StationChanged, StationRegistered
 from cpms.locations import DefaultLocation, ensure_default_location
 from cpms.model import ChargingStation, Evse, Location, utcnow
 from cpms.pages import Page, fetch_page
 from cpms.passwords import hash_password, verify_password
-from cpms.station_lifecycle import record_offline
+from cpms.station_lifecycle import record_offline, record_online
 from cpms.unit_of_work import UnitOfWork
 
 __all__ = [
@@ -229,17 +229,8 @@ async def mark_connected(
     uow: UnitOfWork, station_id: str, *, ocpp_version: str, node: str
 ) -> ChargingStation:
     """Record that a station's connection is open on ``node``; return the station."""
-    now = utcnow()
     async with uow:
-        station = await uow.session.get(ChargingStation, station_id)
-        if station is None:
-            raise NotFound("station", station_id)
-        station.online = True
-        station.ocpp_version = ocpp_version
-        station.connected_node = node
-        station.connected_at = now
-        station.last_seen_at = now
-        uow.record(StationConnectionChanged(occurred_at=now, station_id=station_id, online=True))
+        station = await record_online(uow, station_id, ocpp_version=ocpp_version, node=node)
         await uow.commit()
         return station
 
