@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import http
 import logging
 import ssl
@@ -157,6 +158,26 @@ class CallFromHandler(RuntimeError):
     """A handler tried to call its own station; the station would wait for itself."""
 
 
+class _Answering:
+    """Marks the context of a handler at work, so calls from it (and its child tasks) are seen.
+
+    A ``ContextVar`` rather than a task check: ``gather`` and ``wait_for`` run the awaited
+    call in a child task, which inherits the context. Once the answer is sent, ``answered``
+    lets tasks the handler scheduled go ahead.
+    """
+
+    __slots__ = ("answered", "connection")
+
+    def __init__(self, connection: _StationConnection) -> None:
+        self.connection = connection
+        self.answered = False
+
+
+_ANSWERING: contextvars.ContextVar[_Answering | None] = contextvars.ContextVar(
+    "ocpp_gateway_answering", default=None
+)
+
+
 class StationNotConnected(LookupError):
     """The station has no open connection to this gateway (or lost it while we waited)."""
 
@@ -251,7 +272,6 @@ class _StationConnection:
         """Why we closed it, when we did (replaced, silent); else the peer's doing."""
         self._handlers = handlers
         self._on_tolerated = on_tolerated
-        self._answering: asyncio.Task[None] | None = None
         self._incoming: asyncio.Queue[tuple[Call, datetime]] = asyncio.Queue(
             MAX_QUEUED_INCOMING_CALLS
         )
@@ -260,7 +280,7 @@ class _StationConnection:
 
     async def run(self) -> None:
         """Read frames until the connection closes; answer CALLs meanwhile."""
-        answering = self._answering = asyncio.create_task(self._answer_calls())
+        answering = asyncio.create_task(self._answer_calls())
         try:
             async for message in self.websocket:
                 await self._receive(message)
@@ -282,7 +302,8 @@ class _StationConnection:
         timeout: float,  # noqa: ASYNC109 - required on purpose, see OcppServer.call
     ) -> CallResult | CallError:
         """Send a CALL when our previous one is done; return its response within ``timeout``."""
-        if self._answering is not None and asyncio.current_task() is self._answering:
+        answering = _ANSWERING.get()
+        if answering is not None and answering.connection is self and not answering.answered:
             raise CallFromHandler(
                 f"station {self.station_id}: {action} called from inside the handler of one of "
                 "its own calls; schedule it after the answer instead"
@@ -347,6 +368,8 @@ class _StationConnection:
         while True:
             call, received_at = await self._incoming.get()
             context = CallContext(self.station_id, self.session.version, received_at, self.state)
+            marker = _Answering(self)
+            _ANSWERING.set(marker)
             reply = await dispatch(self._handlers, context, call, self._on_tolerated)
             try:
                 text = reply.serialize()
@@ -366,6 +389,8 @@ class _StationConnection:
                 await self.websocket.send(text)
             except ConnectionClosed:
                 return
+            finally:
+                marker.answered = True
 
 
 class _Turns:
@@ -682,8 +707,10 @@ class OcppServer:
 
 
 def _close_reason(websocket: ServerConnection) -> str:
-    code = websocket.close_code
-    if code is None or code == CloseCode.ABNORMAL_CLOSURE:
+    received, sent = websocket.protocol.close_rcvd, websocket.protocol.close_sent
+    if received is None and sent is not None:
+        # We closed first: e.g. 1011 "keepalive ping timeout" when pongs stopped coming.
+        return f"closed by the server ({sent.code} {sent.reason})".replace(" )", ")")
+    if received is None:
         return "connection lost"
-    reason = websocket.close_reason
-    return f"connection closed ({code}{' ' + reason if reason else ''})"
+    return f"connection closed ({received.code} {received.reason})".replace(" )", ")")

@@ -1,8 +1,14 @@
 """Integration tests of ocpp_gateway.server: a real OcppServer, real websockets clients.
 
 Servers listen on 127.0.0.1 port 0. The core is faked by ``FakeCore``: admission over a dict
-of passwords and an online flag per station, which is all the gateway may rely on. Every wait
-is bounded by ``TIMEOUT``.
+of passwords, an online flag per station, the reason of each disconnection and the profile
+``on_connected`` hands back, which is all the gateway may rely on. Unless a test says otherwise
+the server answers Heartbeat (valid as ``{}`` in both versions) and nothing else. Every wait is
+bounded by ``TIMEOUT``.
+
+Correlation of our own CALLs with the station's answers (one CALL in flight, late and unknown
+replies) is covered in ``test_call_rules.py``; the silence watchdog and websocket pings in
+``test_liveness.py``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from ocpp_gateway.server import (
     Handler,
     OcppServer,
     StationNotConnected,
+    StationProfile,
 )
 
 TIMEOUT = 2.0
@@ -44,7 +51,10 @@ class FakeCore:
         self.admission_requests: list[tuple[str, str | None]] = []
         self.events: list[tuple[str, ...]] = []
         self.online: dict[str, bool] = {}
+        self.disconnect_reasons: list[tuple[str, str]] = []
+        self.profiles: dict[str, StationProfile] = {}
         self.admission_fails = False
+        self.connect_fails = False
         self.disconnect_gate: asyncio.Event | None = None
 
     async def admit(self, station_id: str, password: str | None) -> Admission:
@@ -58,12 +68,16 @@ class FakeCore:
             return Admission(Verdict.BAD_CREDENTIALS, station_id, reason="wrong password")
         return Admission(Verdict.ACCEPTED, station_id)
 
-    async def on_connected(self, station_id: str, version: OcppVersion) -> None:
+    async def on_connected(self, station_id: str, version: OcppVersion) -> StationProfile | None:
+        if self.connect_fails:
+            raise ConnectionError("database is down")
         self.events.append(("connected", station_id, str(version)))
         self.online[station_id] = True
+        return self.profiles.get(station_id)
 
-    async def on_disconnected(self, station_id: str) -> None:
+    async def on_disconnected(self, station_id: str, reason: str) -> None:
         self.events.append(("disconnecting", station_id))
+        self.disconnect_reasons.append((station_id, reason))
         if self.disconnect_gate is not None:
             await self.disconnect_gate.wait()  # a slow database write
         self.online[station_id] = False
@@ -71,6 +85,16 @@ class FakeCore:
 
     def count(self, event: str) -> int:
         return sum(1 for recorded in self.events if recorded[0] == event)
+
+
+async def answer_heartbeat(context: CallContext, call: Call) -> Mapping[str, Any]:
+    return {"currentTime": context.received_at.isoformat()}
+
+
+HEARTBEAT_ONLY: dict[OcppVersion, dict[str, Handler]] = {
+    version: {"Heartbeat": answer_heartbeat} for version in OcppVersion
+}
+"""The handlers of the default server: a CALLRESULT proves the connection still works."""
 
 
 async def eventually(condition: Callable[[], bool]) -> None:
@@ -110,6 +134,7 @@ async def receive_frame(station: ClientConnection) -> list[Any]:
 
 
 async def start_server(core: FakeCore, **options: Any) -> OcppServer:
+    options.setdefault("handlers", HEARTBEAT_ONLY)
     server = OcppServer(
         host="127.0.0.1",
         port=0,
@@ -230,20 +255,86 @@ async def test_a_failing_admission_answers_503_and_the_server_keeps_serving(
         assert station.subprotocol == "ocpp1.6"
 
 
+# What the gateway knows about a connection
+
+
+async def test_the_profile_from_on_connected_is_the_state_handlers_see_and_update(
+    core: FakeCore,
+) -> None:
+    seen: list[tuple[str | None, bool]] = []
+
+    async def record_and_accept(context: CallContext, call: Call) -> Mapping[str, Any]:
+        seen.append((context.state.boot_status, context.state.lenient))
+        context.state.boot_status = "Accepted"
+        return {"currentTime": context.received_at.isoformat()}
+
+    core.profiles["CP1"] = StationProfile(boot_status="Pending", lenient=True)
+    server = await start_server(core, handlers={OcppVersion.V201: {"Heartbeat": record_and_accept}})
+    try:
+        for attempt in ("first", "second"):
+            async with connect_station(server, "CP1", subprotocols=("ocpp2.0.1",)) as station:
+                assert server.version_of("CP1") is OcppVersion.V201
+                await station.send(json.dumps([2, attempt, "Heartbeat", {}]))
+                assert (await receive_frame(station))[:2] == [3, attempt]
+                state = server.connection_state("CP1")
+                assert state is not None
+                assert (state.boot_status, state.lenient) == ("Accepted", True)
+            await eventually(lambda: server.connection_state("CP1") is None)
+            assert server.version_of("CP1") is None
+        # Each connection starts from the profile, not from what the previous one learnt.
+        assert seen == [("Pending", True), ("Pending", True)]
+    finally:
+        await server.stop()
+
+
+async def test_a_station_without_profile_starts_strict_and_not_booted(
+    server: OcppServer,
+) -> None:
+    async with connect_station(server, "CP1") as station:
+        await station.send('[2,"hb","Heartbeat",{}]')
+        assert (await receive_frame(station))[:2] == [3, "hb"]
+        state = server.connection_state("CP1")
+        assert state is not None
+        assert (state.boot_status, state.lenient, state.tolerated) == (None, False, set())
+        assert server.version_of("CP1") is OcppVersion.V16
+    assert server.connection_state("NOBODY") is None
+
+
 # Frames
 
 
+VALID_BOOTS = {
+    "ocpp1.6": {"chargePointVendor": "V", "chargePointModel": "M"},
+    "ocpp2.0.1": {"reason": "PowerUp", "chargingStation": {"vendorName": "V", "model": "M"}},
+}
+
+
 @pytest.mark.parametrize("subprotocol", ["ocpp1.6", "ocpp2.0.1"])
-async def test_a_call_without_handler_is_answered_not_implemented_with_its_unique_id(
+async def test_an_action_ocpp_defines_but_nobody_handles_is_answered_not_supported(
     server: OcppServer, subprotocol: str
 ) -> None:
     async with connect_station(server, "CP1", subprotocols=(subprotocol,)) as station:
-        await station.send('[2,"boot-1","BootNotification",{}]')
+        await station.send(json.dumps([2, "boot-1", "BootNotification", VALID_BOOTS[subprotocol]]))
         assert await receive_frame(station) == [
             4,
             "boot-1",
+            "NotSupported",
+            "BootNotification is not something a station sends to this server",
+            {},
+        ]
+
+
+@pytest.mark.parametrize("subprotocol", ["ocpp1.6", "ocpp2.0.1"])
+async def test_an_action_ocpp_does_not_define_is_answered_not_implemented(
+    server: OcppServer, subprotocol: str
+) -> None:
+    async with connect_station(server, "CP1", subprotocols=(subprotocol,)) as station:
+        await station.send('[2,"moon-1","FlyToTheMoon",{}]')
+        assert await receive_frame(station) == [
+            4,
+            "moon-1",
             "NotImplemented",
-            "no handler for BootNotification yet",
+            "unknown action FlyToTheMoon",
             {},
         ]
 
@@ -265,7 +356,7 @@ async def test_a_registered_handler_answers_its_action_for_its_version_only(
             assert (type_id, unique_id, payload["station"]) == (3, "hb-1", "CP1")
         async with connect_station(server, "CP1", subprotocols=("ocpp1.6",)) as station:
             await station.send('[2,"hb-2","Heartbeat",{}]')
-            assert (await receive_frame(station))[:3] == [4, "hb-2", "NotImplemented"]
+            assert (await receive_frame(station))[:3] == [4, "hb-2", "NotSupported"]
     finally:
         await server.stop()
 
@@ -304,7 +395,7 @@ async def test_a_malformed_frame_gets_a_callerror_and_the_connection_stays_open(
         await station.send(text)
         assert (await receive_frame(station))[:3] == expected
         await station.send('[2,"after","Heartbeat",{}]')
-        assert (await receive_frame(station))[:3] == [4, "after", "NotImplemented"]
+        assert (await receive_frame(station))[:2] == [3, "after"]
         assert server.stations() == ["CP1"]
 
 
@@ -313,26 +404,27 @@ async def test_an_unknown_message_type_is_ignored_in_ocpp16(server: OcppServer) 
         await station.send('[9,"m-1","Heartbeat",{}]')
         await station.send('[2,"after","Heartbeat",{}]')
         # The first frame to come back answers the second message: the first got no reply.
-        assert (await receive_frame(station))[:2] == [4, "after"]
+        assert (await receive_frame(station))[:2] == [3, "after"]
 
 
 async def test_a_binary_frame_holding_a_call_is_tolerated_and_answered(server: OcppServer) -> None:
     async with connect_station(server, "CP1") as station:
         await station.send(b'[2,"bin-1","Heartbeat",{}]')
-        assert (await receive_frame(station))[:3] == [4, "bin-1", "NotImplemented"]
+        assert (await receive_frame(station))[:2] == [3, "bin-1"]
 
 
 async def test_an_oversized_message_closes_only_that_connection_with_1009(core: FakeCore) -> None:
     server = await start_server(core, max_message_size=1024)
     try:
         async with connect_station(server, "CP1") as station:
-            await station.send('[2,"big","DataTransfer",{"data":"' + "x" * 2048 + '"}]')
+            big = '{"vendorId":"V","data":"' + "x" * 2048 + '"}'
+            await station.send('[2,"big","DataTransfer",' + big + "]")
             await asyncio.wait_for(station.wait_closed(), TIMEOUT)
             assert station.close_code == 1009
         await eventually(lambda: core.online == {"CP1": False})
         async with connect_station(server, "CP1") as station:
             await station.send('[2,"small","Heartbeat",{}]')
-            assert (await receive_frame(station))[:2] == [4, "small"]
+            assert (await receive_frame(station))[:2] == [3, "small"]
     finally:
         await server.stop()
 
@@ -359,8 +451,9 @@ async def test_a_second_connection_replaces_the_first_without_marking_the_statio
             assert core.online == {"CP1": True}
 
             await second.send('[2,"still-here","Heartbeat",{}]')
-            assert (await receive_frame(second))[:2] == [4, "still-here"]
+            assert (await receive_frame(second))[:2] == [3, "still-here"]
     await eventually(lambda: core.online == {"CP1": False})
+    assert core.disconnect_reasons == [("CP1", "connection closed (1000)")]
 
 
 async def test_a_slow_offline_of_the_old_connection_cannot_overtake_the_new_online(
@@ -387,7 +480,7 @@ async def test_a_slow_offline_of_the_old_connection_cannot_overtake_the_new_onli
         assert core.online == {"CP1": True}
         assert server.stations() == ["CP1"]
         await second.send('[2,"x","Heartbeat",{}]')
-        assert (await receive_frame(second))[:2] == [4, "x"]
+        assert (await receive_frame(second))[:2] == [3, "x"]
 
 
 async def test_a_station_that_disconnects_is_reported_offline_and_unregistered(
@@ -400,6 +493,57 @@ async def test_a_station_that_disconnects_is_reported_offline_and_unregistered(
     assert server.connection_count == 0
 
 
+async def leave_normally(station: ClientConnection) -> None:
+    await station.close()
+
+
+async def leave_with_a_reason(station: ClientConnection) -> None:
+    await station.close(4000, "maintenance")
+
+
+async def drop_the_tcp_connection(station: ClientConnection) -> None:
+    station.transport.abort()
+
+
+@pytest.mark.parametrize(
+    ("leave", "reason"),
+    [
+        (leave_normally, "connection closed (1000)"),
+        (leave_with_a_reason, "connection closed (4000 maintenance)"),
+        (drop_the_tcp_connection, "connection lost"),
+    ],
+    ids=["close", "close with a reason", "TCP dropped"],
+)
+async def test_on_disconnected_is_told_why_the_station_left(
+    server: OcppServer,
+    core: FakeCore,
+    leave: Callable[[ClientConnection], Any],
+    reason: str,
+) -> None:
+    async with connect_station(server, "CP1") as station:
+        await eventually(lambda: core.online == {"CP1": True})
+        await leave(station)
+        await eventually(lambda: core.online == {"CP1": False})
+    assert core.disconnect_reasons == [("CP1", reason)]
+    assert server.connection_state("CP1") is None
+
+
+async def test_a_failing_on_connected_closes_the_connection_with_1011_for_a_retry(
+    server: OcppServer, core: FakeCore
+) -> None:
+    core.connect_fails = True
+    async with connect_station(server, "CP1") as station:
+        await asyncio.wait_for(station.wait_closed(), TIMEOUT)
+        assert (station.close_code, station.close_reason) == (
+            1011,
+            "could not record the connection",
+        )
+    core.connect_fails = False
+    async with connect_station(server, "CP1") as station:
+        await station.send('[2,"back","Heartbeat",{}]')
+        assert (await receive_frame(station))[:2] == [3, "back"]
+
+
 async def test_stop_closes_stations_with_1001_and_stops_listening(core: FakeCore) -> None:
     server = await start_server(core)
     async with connect_station(server, "CP1") as station:
@@ -410,6 +554,7 @@ async def test_stop_closes_stations_with_1001_and_stops_listening(core: FakeCore
         assert station.close_code == 1001
     assert not server.listening
     assert core.online == {"CP1": False}
+    assert core.disconnect_reasons == [("CP1", "connection closed (1001 server shutting down)")]
     assert server.stations() == []
 
 
@@ -426,45 +571,6 @@ async def test_a_call_to_a_station_returns_the_station_response(server: OcppServ
         assert (type_id, action, payload) == (2, "Reset", {"type": "Hard"})
         await station.send(json.dumps([3, unique_id, {"status": "Accepted"}]))
         assert await calling == CallResult(unique_id, {"status": "Accepted"})
-
-
-async def test_a_second_call_waits_until_the_first_is_answered(server: OcppServer) -> None:
-    async with connect_station(server, "CP1") as station:
-        await eventually(lambda: server.stations() == ["CP1"])
-        first = asyncio.create_task(server.call("CP1", "Reset", {"type": "Hard"}, timeout=TIMEOUT))
-        second = asyncio.create_task(server.call("CP1", "Reset", {"type": "Soft"}, timeout=TIMEOUT))
-        _, first_id, _, first_payload = await receive_frame(station)
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(station.recv(), 0.2)  # nothing more while one is in flight
-
-        await station.send(json.dumps([3, first_id, {"status": "Accepted"}]))
-        _, second_id, _, second_payload = await receive_frame(station)
-        await station.send(json.dumps([3, second_id, {"status": "Rejected"}]))
-
-        assert {first_payload["type"], second_payload["type"]} == {"Hard", "Soft"}
-        assert (await first).payload == {"status": "Accepted"}
-        assert (await second).payload == {"status": "Rejected"}
-
-
-async def test_a_late_response_is_dropped_and_does_not_answer_the_next_call(
-    server: OcppServer, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.WARNING, logger="ocpp_gateway")
-    async with connect_station(server, "CP1") as station:
-        await eventually(lambda: server.stations() == ["CP1"])
-        with pytest.raises(TimeoutError):
-            await server.call("CP1", "Reset", {"type": "Hard"}, timeout=0.2)
-        _, expired_id, _, _ = await receive_frame(station)
-
-        calling = asyncio.create_task(
-            server.call("CP1", "Reset", {"type": "Soft"}, timeout=TIMEOUT)
-        )
-        _, next_id, _, _ = await receive_frame(station)
-        await station.send(json.dumps([3, expired_id, {"status": "Rejected"}]))
-        await station.send(json.dumps([3, next_id, {"status": "Accepted"}]))
-
-        assert await calling == CallResult(next_id, {"status": "Accepted"})
-        assert f"late response to {expired_id} dropped" in caplog.text
 
 
 async def test_calling_a_station_that_is_not_connected_raises(server: OcppServer) -> None:
