@@ -278,7 +278,11 @@ async def start_transaction(
 
 
 def _energy_reading(samples: tuple[Sample, ...]) -> Decimal | None:
-    registers = [s for s in samples if s.measurand == ENERGY_REGISTER and s.location != "Inlet"]
+    registers = [
+        s
+        for s in samples
+        if s.measurand == ENERGY_REGISTER and s.location != "Inlet" and s.signed_data is None
+    ]
     totals = [s.value_si for s in registers if s.phase is None]
     if totals:
         return totals[0]
@@ -317,14 +321,17 @@ async def _store_meter_values(
     received_at: datetime,
     session: Session | None,
     evse: Evse | None,
+    *,
+    bill: bool = True,
 ) -> set[str]:
+    """Store readings under ``session``; with ``bill``, count their energy steps on it."""
     flags: set[str] = set()
     max_power_w = _max_power_w(evse)
     for meter_value in meter_values:
         at, clock_wrong = trusted_time(meter_value.station_time, received_at)
         sample_flags = ["station_clock"] if clock_wrong else []
         reading = _energy_reading(meter_value.samples)
-        if reading is not None and session is not None:
+        if reading is not None and session is not None and bill:
             refused = _advance(session, reading, at, max_power_w)
             if refused is not None:
                 sample_flags.append(refused)
@@ -350,7 +357,7 @@ async def _store_meter_values(
                 )
             )
         flags.update(sample_flags)
-    if session is not None:
+    if session is not None and bill:
         for flag in sorted(flags):
             _flag(session, flag)
     return flags
@@ -392,8 +399,9 @@ async def record_meter_values(uow: UnitOfWork, station_id: str, report: MeterRep
         report.evse_number,
         report.meter_values,
         report.received_at,
-        None if ended else session,
+        session,
         await _evse_of(uow, session),
+        bill=not ended,  # readings after the stop are kept with their session, never billed
     )
     if session is not None and not ended:
         session.last_updated = report.received_at

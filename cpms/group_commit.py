@@ -43,14 +43,19 @@ class _Item:
         self.future = future
 
 
+_STOP = object()
+"""Queued by ``stop()``: the writer finishes everything before it, then ends."""
+
+
 class GroupCommitter:
     """Runs queued work in shared transactions; see the module docstring."""
 
     def __init__(self, uow: UnitOfWorkFactory, *, max_batch: int = DEFAULT_MAX_BATCH) -> None:
         self._uow = uow
         self._max_batch = max_batch
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Item | object] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.batches = 0
         """How many transactions were committed (for tests and benchmarks)."""
         self.items = 0
@@ -59,38 +64,45 @@ class GroupCommitter:
     async def start(self) -> None:
         """Start the writer task."""
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self._write_forever(), name="group-commit")
 
     async def stop(self) -> None:
-        """Finish what is queued, then stop the writer."""
+        """Finish everything queued (the batch being written included), then stop the writer."""
         if self._task is None:
             return
-        while not self._queue.empty():
-            await self._write_batch(self._take_batch())
-        self._task.cancel()
-        await asyncio.wait([self._task])
-        self._task = None
+        self._stopping = True
+        self._queue.put_nowait(_STOP)
+        try:
+            await self._task
+        finally:
+            self._task = None
 
     async def run(self, work: Work[T]) -> T:
         """Queue ``work`` and return its result once its transaction has committed."""
-        if self._task is None:
-            raise RuntimeError("GroupCommitter is not started")
+        if self._task is None or self._stopping:
+            raise RuntimeError("GroupCommitter is not running")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Item(work, future))
         return await future
 
-    def _take_batch(self) -> list[_Item]:
-        batch: list[_Item] = []
-        while len(batch) < self._max_batch and not self._queue.empty():
-            batch.append(self._queue.get_nowait())
-        return batch
-
     async def _write_forever(self) -> None:
         while True:
             first = await self._queue.get()
+            if first is _STOP:
+                return
             # Whatever arrived while the previous batch committed rides along with `first`.
-            batch = [first, *self._take_batch()]
-            await self._write_batch(batch)
+            batch = [first]
+            stopping = False
+            while len(batch) < self._max_batch and not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)
+            await self._write_batch([item for item in batch if isinstance(item, _Item)])
+            if stopping:
+                return
 
     async def _write_batch(self, batch: list[_Item]) -> None:
         waiting = [item for item in batch if not item.future.cancelled()]

@@ -256,6 +256,8 @@ async def _wire(uow: UnitOfWork, evse: Evse, wiring: EvseWiring | None) -> None:
     if wiring.unwire:
         evse.station_id = evse.ocpp_evse_id = None
         return
+    if wiring.station_id is None and wiring.ocpp_evse_id is None:
+        return  # nothing asked of the wiring
     station_id = wiring.station_id or evse.station_id
     number = wiring.ocpp_evse_id if wiring.ocpp_evse_id is not None else evse.ocpp_evse_id
     if station_id is None:
