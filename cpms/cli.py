@@ -6,8 +6,13 @@ database named by ``--database-url`` / ``CPMS_DATABASE_URL`` through the same co
 the operator API, so they work before the first start, while a server runs, and against the
 shared PostgreSQL of several nodes. Changes reach running servers through the database.
 
-Exit codes: 0 done, 1 the operation was refused (not found, conflict, invalid document),
-2 bad usage or configuration.
+The one exception is ``cpms stations command``: a station's websocket lives in the running
+server, so that verb asks the server, over its operator API (``POST
+/api/stations/{id}/commands/{name}``), with the operator token.
+
+Exit codes: 0 done, 1 the operation was refused (not found, conflict, invalid document; for a
+command also: the station is offline, not booted, answered an error or did not answer in
+time), 2 bad usage or configuration.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from cpms import locations, stations, tariffs, tokens
 from cpms.config import OPTIONS, Settings, load_settings
@@ -29,6 +35,7 @@ from cpms.database import create_engine, current_revision, head_revision, prepar
 from cpms.documents import load_documents
 from cpms.errors import ConfigError, CpmsError, SchemaOutOfDate
 from cpms.locations import EvseWiring
+from cpms.station_lifecycle import approve_station, list_station_events
 from cpms.stations import StationChanges
 from cpms.unit_of_work import UnitOfWorkFactory
 from cpms.views import (
@@ -36,6 +43,7 @@ from cpms.views import (
     evse_view,
     location_view,
     page_view,
+    station_event_view,
     station_view,
     tariff_view,
     token_view,
@@ -44,6 +52,16 @@ from cpms.views import (
 __all__ = ["build_parser", "main"]
 
 Action = Callable[[argparse.Namespace, UnitOfWorkFactory, Settings], Awaitable[Any]]
+RemoteAction = Callable[[argparse.Namespace, Settings], Awaitable[Any]]
+
+MAX_COMMAND_TIMEOUT = 300.0
+"""Seconds: the longest the operator API lets a command wait for the station."""
+HTTP_MARGIN = 10.0
+"""Seconds the server may take beyond a command's own deadline to answer the CLI."""
+
+
+class UsageError(Exception):
+    """The command line cannot be acted on (exit 2)."""
 
 
 # Reading input -------------------------------------------------------------------------------
@@ -211,6 +229,110 @@ async def _stations_retire(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Set
     return station_view(await stations.retire_station(uow(), a.station_id))
 
 
+async def _stations_approve(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    return station_view(await approve_station(uow(), a.station_id))
+
+
+async def _stations_events(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    page = await list_station_events(
+        uow(), a.station_id, kind=a.kind, offset=a.offset, limit=a.limit
+    )
+    return page_view(page, [station_event_view(x) for x in page.items])
+
+
+def _command_arguments(text: str | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    if text == "-":
+        text = sys.stdin.read()
+    try:
+        arguments = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as error:
+        raise UsageError(f"the command's arguments are not valid JSON: {error}") from None
+    if not isinstance(arguments, dict):
+        raise UsageError(
+            'the command\'s arguments must be a JSON object, e.g. \'{"type": "Soft"}\''
+        )
+    return arguments
+
+
+def _api_base(a: argparse.Namespace, s: Settings) -> str:
+    base = (a.url or s.base_url()).rstrip("/")
+    return base.removesuffix("/api")
+
+
+async def _stations_command(a: argparse.Namespace, s: Settings) -> Any:
+    """Ask the running server to send a command; return its answer document."""
+    import aiohttp  # only this verb speaks HTTP
+
+    token = a.token or s.admin_token
+    if not token:
+        raise UsageError(
+            "no operator token: pass --token TOKEN or set CPMS_ADMIN_TOKEN "
+            "(the token `cpms serve` printed on its first start)"
+        )
+    arguments = _command_arguments(a.arguments)
+    timeout = a.timeout if a.timeout is not None else s.command_timeout
+    base = _api_base(a, s)
+    url = f"{base}/api/stations/{quote(a.station_id, safe='')}/commands/{quote(a.name, safe='')}"
+    try:
+        async with (
+            aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=timeout + HTTP_MARGIN)
+            ) as session,
+            session.post(
+                url,
+                params={"timeout": f"{timeout:g}"},
+                json=arguments,
+                headers={"Authorization": f"Bearer {token}"},
+            ) as response,
+        ):
+            status = response.status
+            text = await response.text()
+    except aiohttp.ClientConnectorError as error:
+        raise CpmsError(
+            f"cannot reach the server at {base} ({error.os_error.strerror or error}); "
+            "is `cpms serve` running? Name it with --url or CPMS_PUBLIC_URL"
+        ) from None
+    except TimeoutError:  # aiohttp's own timeouts are TimeoutErrors too
+        raise CpmsError(
+            f"the server at {base} did not answer within {timeout + HTTP_MARGIN:g} s"
+        ) from None
+    except aiohttp.ClientError as error:
+        raise CpmsError(f"the request to {base} failed: {error}") from None
+    try:
+        answer = json.loads(text)
+    except json.JSONDecodeError:
+        raise CpmsError(f"{url} answered {status} without JSON: {text[:200]!r}") from None
+    return _command_outcome(a, status, answer)
+
+
+def _command_outcome(a: argparse.Namespace, status: int, answer: Any) -> Any:
+    """Return a station's answer, or raise the refusal the API answered instead."""
+    if status == 200:
+        for problem in answer.get("problems", []):
+            print(f"cpms: warning: the answer breaks the OCPP schema: {problem}", file=sys.stderr)
+        return answer if a.json else answer["response"]
+    if status == 502:
+        error = answer["error"]
+        details = f" {json.dumps(error['details'])}" if error.get("details") else ""
+        if a.json:
+            print(json.dumps(answer, ensure_ascii=False))
+        raise CpmsError(
+            f"station {a.station_id} answered {a.name} with {error['code']}: "
+            f"{error['description'] or '(no description)'}{details}"
+        )
+    error = answer.get("error") if isinstance(answer, dict) else None
+    if not isinstance(error, dict):
+        raise CpmsError(f"the server answered {status}: {answer}")
+    message = str(error.get("message"))
+    if error.get("problems"):
+        message += ": " + "; ".join(error["problems"])
+    if status == 401:
+        raise UsageError(f"{message} (pass --token TOKEN or set CPMS_ADMIN_TOKEN)")
+    raise CpmsError(message)
+
+
 async def _tariffs_import(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
     result = await tariffs.import_tariffs(uow(), load_documents(_read(a.file)))
     return {"created": result.created, "updated": result.updated}
@@ -314,6 +436,88 @@ def _editing(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--replace", action="store_true", help="--file is the whole new document (PUT)"
     )
+
+
+def _timeout_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds <= MAX_COMMAND_TIMEOUT:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds above 0 and at most {MAX_COMMAND_TIMEOUT:g}"
+        )
+    return seconds
+
+
+_COMMAND_HELP = """\
+Send an OCPP command to a connected station and print its answer as JSON.
+
+A station's connection lives in the running server (`cpms serve`), so this verb
+asks the server over its operator API (POST /api/stations/ID/commands/NAME)
+with the operator token. Command names and arguments are OCPP's own, for the
+station's version (1.6: Reset, RemoteStartTransaction, ChangeConfiguration,
+TriggerMessage, ...); the server checks the arguments against the OCPP schema
+before sending, and writes every command and its outcome to the station's log
+(`cpms stations events ID`).
+"""
+
+_COMMAND_EPILOG = """\
+examples:
+  cpms stations command CP1 Reset '{"type": "Soft"}'
+  cpms stations command CP1 GetConfiguration --timeout 60
+  echo '{"connectorId": 1, "idTag": "ABC123"}' \\
+    | cpms stations command CP1 RemoteStartTransaction -
+
+exit codes:
+  0  the station answered (its CALLRESULT payload is printed)
+  1  refused: unknown station or command, arguments that do not fit the schema,
+     station offline or not booted, an OCPP error answer (CALLERROR), no answer
+     in time, server not reachable
+  2  usage: no operator token or a wrong one, arguments that are not a JSON object
+"""
+
+
+def _command_parser(parent: Any) -> None:
+    p: argparse.ArgumentParser = parent.add_parser(
+        "command",
+        help="send an OCPP command to a connected station, through the running server",
+        description=_COMMAND_HELP,
+        epilog=_COMMAND_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    # Not a database action: ``main`` runs ``remote`` without opening the database.
+    p.set_defaults(action=None, remote=_stations_command)
+    p.add_argument("station_id", help="the station's id, as in /ocpp/{id}")
+    p.add_argument("name", help="the OCPP action, e.g. Reset")
+    p.add_argument(
+        "arguments",
+        nargs="?",
+        metavar="JSON",
+        help='the OCPP payload as a JSON object, e.g. \'{"type": "Soft"}\' '
+        "(default {}; - reads it from stdin)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_timeout_seconds,
+        metavar="S",
+        help="seconds the station has to answer, at most 300 [CPMS_COMMAND_TIMEOUT; default: 30.0]",
+    )
+    p.add_argument(
+        "--url",
+        help="the server's HTTP base URL [default: from CPMS_PUBLIC_URL, or CPMS_HTTP_HOST and "
+        "CPMS_HTTP_PORT: http://127.0.0.1:8080]",
+    )
+    p.add_argument(
+        "--token",
+        help="the operator API token [CPMS_ADMIN_TOKEN; the server prints one on first start]",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the server's whole answer (command, status, response, problems) on one line",
+    )
+    _add_settings_flags(p, ("config",))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -426,6 +630,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lenient", action=argparse.BooleanOptionalAction, default=None)
     p = _sub(sts, "retire", _stations_retire, "retire a station (it may no longer connect)")
     p.add_argument("station_id")
+    p = _sub(
+        sts,
+        "approve",
+        _stations_approve,
+        "approve a station waiting in Pending (admission policy pending): its next boot is "
+        "Accepted",
+    )
+    p.add_argument("station_id")
+    p = _sub(
+        sts,
+        "events",
+        _stations_events,
+        "show a station's log, newest first: what it reported that is worth keeping, and "
+        "every command sent to it with its outcome",
+    )
+    p.add_argument("station_id")
+    p.add_argument("--kind", help="only entries of this kind (command, offline, security, ...)")
+    _paging(p)
+    _command_parser(sts)
 
     tars = commands.add_parser("tariffs", help="tariffs (OCPI documents)").add_subparsers(
         dest="verb", metavar="VERB", required=True
@@ -487,6 +710,9 @@ async def _run_action(args: argparse.Namespace, settings: Settings) -> Any:
 def _print(result: Any, as_json: bool) -> None:
     if not as_json and isinstance(result, dict) and "items" in result and "total" in result:
         for item in result["items"]:
+            if "summary" in item and "received_at" in item:  # a station's log
+                print(f"{item['received_at']}\t{item['kind']}\t{item['summary']}")
+                continue
             key = item.get("id") or item.get("uid")
             label = item.get("name") or item.get("location_id") or item.get("type") or ""
             print(f"{key}\t{label}")
@@ -530,16 +756,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"cpms: configuration error: {error}", file=sys.stderr)
         return 2
+    remote: RemoteAction | None = getattr(args, "remote", None)
+    serving = args.action is None and remote is None
     # A management verb prints its result; progress logs would only clutter stderr.
-    level = settings.log_level if args.action is None else max(logging.WARNING, _level(settings))
+    level = settings.log_level if serving else max(logging.WARNING, _level(settings))
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        if args.action is None:
+        if serving:
             from cpms.runtime import serve
 
             asyncio.run(serve(settings, announce=_announce))
             return 0
-        result = asyncio.run(_run_action(args, settings))
+        if remote is not None:
+            result = asyncio.run(remote(args, settings))
+        else:
+            result = asyncio.run(_run_action(args, settings))
+    except UsageError as error:
+        print(f"cpms: {error}", file=sys.stderr)
+        return 2
     except SchemaOutOfDate as error:
         print(f"cpms: {error}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ stations and HTTP clients, let in-flight work finish, close the database.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -125,7 +126,7 @@ class Runtime:
 
     async def _tolerated(self, station_id: str, action: str, violations: list[Violation]) -> None:
         summary = "; ".join(f"{v.path}: {v.rule}" for v in violations)
-        details = {"action": action, "violations": [v.__dict__ for v in violations]}
+        details = {"action": action, "violations": [dataclasses.asdict(v) for v in violations]}
 
         async def work(uow: UnitOfWork) -> None:
             log_station_event(

@@ -1,7 +1,8 @@
 """JSON views of core objects for operators: the operator API and the CLI show the same.
 
 Pure functions, object in, dict out. Locations, EVSEs, connectors, tariffs and tokens are
-their OCPI 2.2.1 documents; an EVSE adds the station that serves it.
+their OCPI 2.2.1 documents; an EVSE adds the station that serves it. Stations and their log
+entries are ours (OCPI has no such objects).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from cpms.documents import (
     location_to_ocpi,
     tariff_to_ocpi,
 )
-from cpms.model import ChargingStation, Connector, Evse, Location, Tariff, Token
+from cpms.model import ChargingStation, Connector, Evse, Location, StationEvent, Tariff, Token
 from cpms.pages import Page
 from cpms.tokens import token_to_ocpi
 
@@ -24,6 +25,7 @@ __all__ = [
     "evse_view",
     "location_view",
     "page_view",
+    "station_event_view",
     "station_view",
     "tariff_view",
     "token_view",
@@ -62,6 +64,7 @@ def station_view(station: ChargingStation) -> dict[str, Any]:
         "location_id": station.location_id,
         "has_password": station.password_hash is not None,
         "lenient": station.lenient,
+        "approved": station.approved,
         "registered_by": station.registered_by,
         "retired": station.retired,
         "ocpp_version": station.ocpp_version,
@@ -75,6 +78,22 @@ def station_view(station: ChargingStation) -> dict[str, Any]:
         "last_seen_at": _time(station.last_seen_at),
         "created_at": _time(station.created_at),
         "retired_at": _time(station.retired_at),
+    }
+
+
+def station_event_view(event: StationEvent) -> dict[str, Any]:
+    """Return one entry of a station's log.
+
+    ``occurred_at`` is the station's own time (None when it gave none; its clock may lie),
+    ``received_at`` ours.
+    """
+    return {
+        "id": event.id,
+        "kind": event.kind,
+        "summary": event.summary,
+        "occurred_at": _time(event.occurred_at),
+        "received_at": _time(event.received_at),
+        "details": event.details,
     }
 
 

@@ -92,7 +92,8 @@ class GatewayStationPort:
         except validation.InvalidPayload as invalid:
             problems = [f"{v.path or '(payload)'}: {v.message}" for v in invalid.violations]
             raise InvalidCommand(
-                f"{command} arguments do not fit OCPP {version}", problems
+                f"{command} arguments do not fit OCPP {version.value.removeprefix('ocpp')}",
+                problems,
             ) from None
         self._check_boot(station_id, version, state.boot_status, command)
         try:

@@ -1,20 +1,31 @@
 """Operator API middlewares: bearer authentication, and core errors as HTTP answers.
 
 Errors are JSON ``{"error": {"code": ..., "message": ..., "path": ...}}`` with the status a
-client can act on: 400 bad request, 401 no or wrong token, 404 unknown object, 409 conflict,
-422 a document that does not validate (``path`` names the field).
+client can act on: 400 bad request, 401 no or wrong token, 404 unknown object (or command),
+409 conflict (also: the station is offline or its boot does not allow the command), 422 a
+document that does not validate (``path`` names the field) or command arguments that do not
+fit the OCPP schema (``problems`` lists where), 504 the station did not answer in time.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from cpms.errors import Conflict, CpmsError, DocumentError, InvalidRequest, NotFound
 from cpms.operator_access import verify_admin_token
+from cpms.station_port import (
+    CommandTimedOut,
+    InvalidCommand,
+    StationNotReady,
+    StationOffline,
+    UnknownCommand,
+)
 from ocpi_api.context import CONTEXT
 
 __all__ = ["PUBLIC_PATHS", "error_json", "errors_middleware", "operator_auth_middleware"]
@@ -25,11 +36,20 @@ log = logging.getLogger("ocpi_api.operator")
 PUBLIC_PATHS = frozenset({"/api/health", "/api/openapi.json"})
 
 
-def error_json(status: int, code: str, message: str, path: str | None = None) -> web.Response:
+def error_json(
+    status: int,
+    code: str,
+    message: str,
+    path: str | None = None,
+    *,
+    problems: Sequence[str] | None = None,
+) -> web.Response:
     """Return the operator API's error document."""
-    error: dict[str, str] = {"code": code, "message": message}
+    error: dict[str, Any] = {"code": code, "message": message}
     if path is not None:
         error["path"] = path
+    if problems is not None:
+        error["problems"] = list(problems)
     return web.json_response({"error": error}, status=status)
 
 
@@ -60,6 +80,17 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_json(400, "invalid_json", f"the body is not valid JSON: {error}")
     except DocumentError as error:
         return error_json(422, "invalid_document", str(error), error.path)
+    except InvalidCommand as error:
+        return error_json(422, "invalid_command", str(error), problems=error.problems)
+    except UnknownCommand as error:
+        known = ", ".join(error.available) or "none"
+        return error_json(404, "not_found", f"{error}; available commands: {known}")
+    except StationOffline as error:
+        return error_json(409, "station_offline", str(error))
+    except StationNotReady as error:
+        return error_json(409, "station_not_ready", str(error))
+    except CommandTimedOut as error:
+        return error_json(504, "timeout", str(error))
     except NotFound as error:
         return error_json(404, "not_found", str(error))
     except Conflict as error:

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import json
+import math
 from importlib import resources
 from typing import Any
 
 from aiohttp import web
 
 from cpms import locations, stations, tariffs, tokens
+from cpms.commands import send_command
 from cpms.errors import InvalidRequest, NotFound
 from cpms.locations import EvseWiring
+from cpms.station_lifecycle import approve_station, list_station_events
+from cpms.station_port import StationPort
 from cpms.stations import StationChanges
 from cpms.views import (
     connector_view,
     evse_view,
     location_view,
     page_view,
+    station_event_view,
     station_view,
     tariff_view,
     token_view,
@@ -24,7 +29,10 @@ from cpms.views import (
 from ocpi_api.context import CONTEXT, HttpContext
 from ocpi_api.operator.middleware import errors_middleware, operator_auth_middleware
 
-__all__ = ["create_operator_app", "routes"]
+__all__ = ["MAX_COMMAND_TIMEOUT", "create_operator_app", "routes"]
+
+MAX_COMMAND_TIMEOUT = 300.0
+"""Seconds: the longest a command request may wait for the station's answer."""
 
 routes = web.RouteTableDef()
 
@@ -312,6 +320,107 @@ async def retire_station(request: web.Request) -> web.Response:
         _context(request).uow(), request.match_info["station_id"]
     )
     return web.json_response(station_view(station))
+
+
+@routes.post("/stations/{station_id}/approve")
+async def approve_pending_station(request: web.Request) -> web.Response:
+    """Let a Pending station be Accepted at its next boot."""
+    station = await approve_station(_context(request).uow(), request.match_info["station_id"])
+    return web.json_response(station_view(station))
+
+
+@routes.get("/stations/{station_id}/events")
+async def list_events(request: web.Request) -> web.Response:
+    offset, limit = _paging(request)
+    page = await list_station_events(
+        _context(request).uow(),
+        request.match_info["station_id"],
+        kind=request.query.get("kind") or None,
+        offset=offset,
+        limit=limit,
+    )
+    return web.json_response(page_view(page, [station_event_view(e) for e in page.items]))
+
+
+# Station commands ---------------------------------------------------------------------------
+
+
+def _station_port(request: web.Request) -> StationPort:
+    port = _context(request).station_port
+    if port is None:
+        raise web.HTTPServiceUnavailable(
+            text=json.dumps(
+                {"error": {"code": "unavailable", "message": "no OCPP gateway runs here"}}
+            ),
+            content_type="application/json",
+        )
+    return port
+
+
+def _command_timeout(request: web.Request) -> float:
+    raw = request.query.get("timeout")
+    if raw is None:
+        return _context(request).settings.command_timeout
+    try:
+        timeout = float(raw)
+    except ValueError:
+        timeout = math.nan
+    if not 0 < timeout <= MAX_COMMAND_TIMEOUT:  # also refuses nan
+        raise InvalidRequest(
+            f"timeout must be a number of seconds above 0 and at most {MAX_COMMAND_TIMEOUT:g}"
+        )
+    return timeout
+
+
+async def _arguments(request: web.Request) -> dict[str, Any]:
+    text = await request.text()
+    if not text.strip():
+        return {}
+    body = json.loads(text)
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be a JSON object: the command's OCPP payload")
+    return body
+
+
+@routes.get("/stations/{station_id}/commands")
+async def list_commands(request: web.Request) -> web.Response:
+    """The commands this server can send to the station now (none while it is offline)."""
+    station_id = request.match_info["station_id"]
+    port = _station_port(request)
+    await stations.get_station(_context(request).uow(), station_id)
+    available = list(port.commands(station_id))
+    return web.json_response(
+        {"station_id": station_id, "connected": bool(available), "commands": available}
+    )
+
+
+@routes.post("/stations/{station_id}/commands/{command}")
+async def send_station_command(request: web.Request) -> web.Response:
+    """Send an OCPP command and answer what the station said (502 when it said CALLERROR)."""
+    info = request.match_info
+    port = _station_port(request)
+    timeout = _command_timeout(request)
+    arguments = await _arguments(request)
+    result = await send_command(
+        _context(request).uow, port, info["station_id"], info["command"], arguments,
+        timeout=timeout,
+    )  # fmt: skip
+    if result.answered:
+        answer = {
+            "command": result.command,
+            "status": "answered",
+            "response": result.response,
+            "problems": list(result.problems),
+        }
+        return web.json_response(answer)
+    error = {
+        "code": result.error_code,
+        "description": result.error_description,
+        "details": result.error_details,
+    }
+    return web.json_response(
+        {"command": result.command, "status": "error", "error": error}, status=502
+    )
 
 
 # Tariffs ------------------------------------------------------------------------------------

@@ -206,7 +206,7 @@ def error_of(answer: Any) -> dict[str, Any]:
     assert isinstance(answer, dict), answer
     assert set(answer) == {"error"}, answer
     error = answer["error"]
-    assert set(error) <= {"code", "message", "path"}, error
+    assert set(error) <= {"code", "message", "path", "problems"}, error
     assert isinstance(error["code"], str), error
     assert isinstance(error["message"], str), error
     assert error["message"], error
@@ -1230,6 +1230,8 @@ async def test_reading_changing_and_retiring_a_token_respect_its_type(api: Api) 
 
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 PUBLIC = {("get", "/health"), ("get", "/openapi.json")}
+STATION_ANSWERS = {("post", "/stations/{station_id}/commands/{command}", "502")}
+"""Error statuses whose body is what a station said (its CALLERROR), not an API error."""
 
 
 def openapi_document() -> dict[str, Any]:
@@ -1350,6 +1352,8 @@ def test_the_openapi_document_is_structurally_sound() -> None:
                 response = resolve(document, response)
                 assert response["description"], (where, code)
                 if code.startswith(("4", "5")) and code != "503":
+                    if (method, path, code) in STATION_ANSWERS:
+                        continue
                     schema = response["content"]["application/json"]["schema"]
                     assert schema == {"$ref": "#/components/schemas/Error"}, (where, code)
             if (method, path) in PUBLIC:
@@ -1381,7 +1385,12 @@ def test_the_openapi_document_is_structurally_sound() -> None:
     # Error document and page envelope, as the middleware and page_view write them.
     error = components["schemas"]["Error"]
     assert error["required"] == ["error"]
-    assert set(error["properties"]["error"]["properties"]) == {"code", "message", "path"}
+    assert set(error["properties"]["error"]["properties"]) == {
+        "code",
+        "message",
+        "path",
+        "problems",
+    }
     assert set(error["properties"]["error"]["required"]) == {"code", "message"}
     page = components["schemas"]["Page"]
     assert set(page["required"]) == {"items", "total", "offset", "limit"}
