@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from cpms.admission import Admission, AdmissionPolicy, Verdict
@@ -180,6 +181,9 @@ async def retire_station(uow: UnitOfWork, station_id: str) -> ChargingStation:
         return station
 
 
+_ADMISSION_ATTEMPTS = 3
+
+
 async def admit_station(
     uow: UnitOfWork,
     station_id: str,
@@ -189,6 +193,25 @@ async def admit_station(
     default_location: DefaultLocation,
 ) -> Admission:
     """Decide whether a connecting station may open its OCPP connection."""
+    for attempt in range(1, _ADMISSION_ATTEMPTS + 1):
+        try:
+            return await _admit_once(uow, station_id, password, policy, default_location)
+        except IntegrityError:
+            # First connections of new stations raced (a reconnect storm under open admission)
+            # to create the default location or this very station; the winner's rows are
+            # committed, so the next attempt finds them.
+            if attempt == _ADMISSION_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _admit_once(
+    uow: UnitOfWork,
+    station_id: str,
+    password: str | None,
+    policy: AdmissionPolicy,
+    default_location: DefaultLocation,
+) -> Admission:
     async with uow:
         station = await uow.session.get(ChargingStation, station_id)
         if station is not None and station.retired:
@@ -215,13 +238,7 @@ async def admit_station(
                 registered_by="admission",
             )
         )  # fmt: skip
-        try:
-            await uow.commit()
-        except Exception:
-            # Two first connections of one new station raced; the other one registered it.
-            await uow.rollback()
-            if await uow.session.get(ChargingStation, station_id) is None:
-                raise
+        await uow.commit()
         return Admission(Verdict.ACCEPTED, station_id, "registered on connect", registered=True)
 
 

@@ -116,6 +116,24 @@ async def test_two_first_connections_of_one_new_station_register_it_once(
     assert [s.id for s in page.items] == ["TWIN"]
 
 
+async def test_a_storm_of_new_stations_on_an_empty_database_admits_every_one(
+    uow: UnitOfWorkFactory,
+) -> None:
+    # FIELD-NOTES 3: twenty unknown stations connect at once under open admission; all of
+    # them race to create the default location, and none may be refused for it.
+    async def admit(number: int) -> Verdict:
+        admission = await stations.admit_station(
+            uow(), f"NEW{number}", None, policy=AdmissionPolicy.OPEN, default_location=DEFAULT
+        )
+        return admission.verdict
+
+    verdicts = await asyncio.gather(*(admit(n) for n in range(20)))
+    assert verdicts == [Verdict.ACCEPTED] * 20
+    page = await stations.list_stations(uow(), limit=100)
+    assert sorted(s.id for s in page.items) == sorted(f"NEW{n}" for n in range(20))
+    assert {s.location_id for s in page.items} == {DEFAULT.id}
+
+
 async def test_a_password_is_required_and_checked(uow: UnitOfWorkFactory) -> None:
     await _site(uow)
     await stations.create_station(uow(), "CP1", location_id="SITE", password="right-password")
