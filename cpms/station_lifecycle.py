@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 
 from cpms.errors import NotFound
 from cpms.events import (
@@ -212,11 +212,13 @@ async def evse_for(uow: UnitOfWork, station: ChargingStation, number: int, *, at
     A station may report EVSEs nobody has described yet (the common case with open admission);
     they appear at once with an assumed connector, and the log says so.
     """
-    evse = await uow.session.scalar(
+    # One round trip on the hot path (a status report), not one per relationship.
+    found = await uow.session.scalars(
         select(Evse)
         .where(Evse.station_id == station.id, Evse.ocpp_evse_id == number)
-        .options(selectinload(Evse.location), selectinload(Evse.connectors))
+        .options(joinedload(Evse.location), joinedload(Evse.connectors))
     )
+    evse = found.unique().one_or_none()
     if evse is not None:
         return evse
     location = await uow.session.get(
