@@ -23,6 +23,7 @@ The rules real stations make necessary (FIELD-NOTES 7, 8, 10, 11):
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,20 +34,27 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from cpms.authorization import Authorization, Authorizer
+from cpms.cdrs import credit_cdr, issue_cdr
 from cpms.events import SessionEnded, SessionStarted, SessionUpdated
 from cpms.model import (
     Evse,
     MeterSample,
     Reservation,
     Session,
-    Tariff,
     TransactionNumber,
+)
+from cpms.session_pricing import (
+    DEFAULT_CURRENCY,
+    record_billed_reading,
+    refresh_running_cost,
+    seal_session,
 )
 from cpms.station_lifecycle import evse_for, load_station, log_station_event, trusted_time
 from cpms.unit_of_work import UnitOfWork
 
 __all__ = [
     "ENERGY_REGISTER",
+    "LATE_STOP",
     "MeterReport",
     "MeterValue",
     "Sample",
@@ -54,6 +62,7 @@ __all__ = [
     "StartRequest",
     "StopOutcome",
     "StopRequest",
+    "finish_billing",
     "record_meter_values",
     "start_transaction",
     "stop_transaction",
@@ -61,9 +70,8 @@ __all__ = [
 
 ENERGY_REGISTER = "Energy.Active.Import.Register"
 """The measurand billing follows (OCPP's default when a station names none)."""
+CURRENT_IMPORT = "Current.Import"
 _PHASES = frozenset({"L1", "L2", "L3", "L1-N", "L2-N", "L3-N"})
-DEFAULT_CURRENCY = "EUR"
-"""Used when the EVSE has no tariff to take a currency from."""
 FALLBACK_MAX_POWER_W = Decimal(1_000_000)
 """Plausibility ceiling for an EVSE whose connector power is unknown."""
 POWER_MARGIN = Decimal("1.5")
@@ -177,15 +185,6 @@ def _max_power_w(evse: Evse | None) -> Decimal:
     return Decimal(connector.max_voltage * connector.max_amperage * phases) or FALLBACK_MAX_POWER_W
 
 
-async def _currency(uow: UnitOfWork, evse: Evse) -> str:
-    for connector in evse.connectors:
-        for tariff_id in connector.tariff_ids or ():
-            tariff = await uow.session.get(Tariff, tariff_id)
-            if tariff is not None:
-                return tariff.currency
-    return DEFAULT_CURRENCY
-
-
 async def start_transaction(
     uow: UnitOfWork,
     station_id: str,
@@ -230,12 +229,21 @@ async def start_transaction(
         meter_id=station.meter_serial_number,
         meter_start_wh=request.meter_start_wh,
         energy_wh=Decimal(0),
-        currency=await _currency(uow, evse),
+        currency=DEFAULT_CURRENCY,
         partner_id=authorization.partner_id,
         flags=["station_clock"] if clock_wrong else [],
         last_meter_wh=request.meter_start_wh,
         last_meter_at=started_at,
+        heard_at=request.received_at,
         last_updated=request.received_at,
+    )
+    await seal_session(
+        uow,
+        session,
+        location,
+        evse,
+        evse.connectors[0] if evse.connectors else None,
+        ad_hoc=authorization.cdr_token.get("type") == "AD_HOC_USER",
     )
     if request.reservation_id is not None:
         reservation = await uow.session.get(Reservation, request.reservation_id)
@@ -244,6 +252,7 @@ async def start_transaction(
             reservation.status = "USED"
     uow.session.add(session)
     await uow.session.flush()  # samples point at it, and no relationship orders the inserts
+    record_billed_reading(uow, session, started_at)
     uow.session.add(
         MeterSample(
             session_id=session_id,
@@ -290,15 +299,33 @@ def _energy_reading(samples: tuple[Sample, ...]) -> Decimal | None:
     return sum(phases.values(), Decimal(0)) if phases else None
 
 
+def _current_reading(samples: tuple[Sample, ...]) -> Decimal | None:
+    """Current drawn, summed over phases (what OCPI current restrictions compare)."""
+    currents = [
+        s
+        for s in samples
+        if s.measurand == CURRENT_IMPORT and s.location != "Inlet" and s.signed_data is None
+    ]
+    phases = {s.phase: s.value_si for s in currents if s.phase in _PHASES}
+    if phases:
+        return sum(phases.values(), Decimal(0))
+    totals = [s.value_si for s in currents if s.phase is None]
+    return totals[0] if totals else None
+
+
 def _advance(
     session: Session, reading_wh: Decimal, at: datetime, max_power_w: Decimal
-) -> str | None:
-    """Bill the step from the last accepted reading to this one; return a flag if refused."""
+) -> tuple[bool, str | None]:
+    """Bill the step from the last accepted reading to this one.
+
+    Return whether the reading moved the session's timeline, and a flag if its step was
+    refused.
+    """
     if session.last_meter_wh is None or session.last_meter_at is None:
         session.last_meter_wh, session.last_meter_at = reading_wh, at
-        return None
+        return True, None
     if at < session.last_meter_at:
-        return None  # an older reading arriving late: kept, but it moves nothing
+        return False, None  # an older reading arriving late: kept, but it moves nothing
     step = reading_wh - session.last_meter_wh
     hours = Decimal((at - session.last_meter_at).total_seconds()) / Decimal(3600)
     flag: str | None = None
@@ -310,7 +337,7 @@ def _advance(
         session.energy_wh += step
     # After a refused step the register itself is the new baseline: count from here on.
     session.last_meter_wh, session.last_meter_at = reading_wh, at
-    return flag
+    return True, flag
 
 
 async def _store_meter_values(
@@ -332,9 +359,11 @@ async def _store_meter_values(
         sample_flags = ["station_clock"] if clock_wrong else []
         reading = _energy_reading(meter_value.samples)
         if reading is not None and session is not None and bill:
-            refused = _advance(session, reading, at, max_power_w)
+            moved, refused = _advance(session, reading, at, max_power_w)
             if refused is not None:
                 sample_flags.append(refused)
+            if moved:
+                record_billed_reading(uow, session, at, _current_reading(meter_value.samples))
         for sample in meter_value.samples:
             billed_register = sample.measurand == ENERGY_REGISTER
             uow.session.add(
@@ -404,7 +433,9 @@ async def record_meter_values(uow: UnitOfWork, station_id: str, report: MeterRep
         bill=not ended,  # readings after the stop are kept with their session, never billed
     )
     if session is not None and not ended:
+        session.heard_at = report.received_at
         session.last_updated = report.received_at
+        await refresh_running_cost(uow, session)
         uow.record(
             SessionUpdated(
                 occurred_at=report.received_at, session_id=session.id, status=session.status
@@ -448,10 +479,13 @@ async def stop_transaction(
         )
         return StopOutcome(known=False, authorization=authorization)
     if session.end_date_time is not None:
+        if _closed_by_us(session) and LATE_STOP not in session.flags:
+            return await _late_stop(uow, station_id, session, request, authorization)
         return StopOutcome(
             known=True, replayed=True, authorization=authorization, session_id=session.id
         )
 
+    session.heard_at = request.received_at
     evse = await _evse_of(uow, session)
     evse_number = evse.ocpp_evse_id if evse is not None and evse.ocpp_evse_id else 0
     readings = request.meter_values
@@ -483,9 +517,95 @@ async def stop_transaction(
     uow.record(
         SessionEnded(occurred_at=request.received_at, session_id=session.id, status=session.status)
     )
+    await finish_billing(uow, session, now=request.received_at)
     return StopOutcome(
         known=True,
         authorization=authorization,
         session_id=session.id,
         flags=tuple(sorted(flags)),
+    )
+
+
+LATE_STOP = "late_stop"
+"""Flag of a session closed by rule or by hand whose station's own stop came later."""
+
+
+def _closed_by_us(session: Session) -> bool:
+    return "closed_by_rule" in session.flags or "closed_by_operator" in session.flags
+
+
+async def finish_billing(
+    uow: UnitOfWork, session: Session, *, now: datetime, correction: str | None = None
+) -> None:
+    """Price an ended session for good and issue its CDR (or correct the standing one).
+
+    Never raises for a pricing problem: the station's stop must be answered whatever
+    happens here. The session is flagged and the CDR sweep issues the CDR later.
+    """
+    if await refresh_running_cost(uow, session) is None or session.status != "COMPLETED":
+        return
+    try:
+        if correction is not None and session.cdr_id is not None:
+            await credit_cdr(uow, session.cdr_id, reason=correction, now=now, reissue=True)
+        else:
+            await issue_cdr(uow, session, now=now)
+    except Exception:
+        logging.getLogger("cpms.cdrs").exception("session %s: CDR not issued", session.id)
+        _flag(session, "pricing_failed")
+
+
+async def _late_stop(
+    uow: UnitOfWork,
+    station_id: str,
+    session: Session,
+    request: StopRequest,
+    authorization: Authorization | None,
+) -> StopOutcome:
+    """The station's own stop for a session we closed: bill what it reports, correct the CDR."""
+    session.heard_at = request.received_at
+    evse = await _evse_of(uow, session)
+    evse_number = evse.ocpp_evse_id if evse is not None and evse.ocpp_evse_id else 0
+    readings = request.meter_values
+    if request.meter_stop_wh is not None:
+        final = Sample(
+            ENERGY_REGISTER,
+            request.meter_stop_wh,
+            request.meter_stop_wh,
+            unit="Wh",
+            context="Transaction.End",
+        )
+        readings = (*readings, MeterValue(request.station_time, (final,)))
+    flags = await _store_meter_values(
+        uow, station_id, evse_number, readings, request.received_at, session, evse
+    )
+    ended_at, _ = trusted_time(request.station_time, request.received_at)
+    assert session.end_date_time is not None
+    session.end_date_time = max(session.end_date_time, ended_at, session.last_meter_at or ended_at)
+    session.meter_stop_wh = request.meter_stop_wh
+    session.stop_reason = (request.reason or "Local")[:32]
+    _flag(session, LATE_STOP)
+    session.last_updated = request.received_at
+    log_station_event(
+        uow,
+        station_id,
+        "late_stop",
+        f"transaction {session.transaction_id} stopped by the station after it was closed; "
+        "its CDR is credited and issued again",
+        occurred_at=request.station_time,
+        received_at=request.received_at,
+        details={"session_id": session.id, "meter_stop_wh": str(request.meter_stop_wh)},
+    )
+    uow.record(
+        SessionUpdated(
+            occurred_at=request.received_at, session_id=session.id, status=session.status
+        )
+    )
+    await finish_billing(
+        uow,
+        session,
+        now=request.received_at,
+        correction="the station's own stop arrived after the session was closed without it",
+    )
+    return StopOutcome(
+        known=True, authorization=authorization, session_id=session.id, flags=tuple(sorted(flags))
     )

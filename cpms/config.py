@@ -92,6 +92,16 @@ def _heartbeat(value: object) -> int:
     return seconds
 
 
+def _seconds_or_off(value: object) -> float:
+    try:
+        seconds = float(str(value).strip())
+    except ValueError:
+        raise _Invalid("a number of seconds, or 0 for never") from None
+    if not seconds >= 0 or seconds == float("inf"):
+        raise _Invalid("a number of seconds, or 0 for never")
+    return seconds
+
+
 def _existing_file(value: object) -> str | None:
     text = str(value).strip()
     if not text:
@@ -230,6 +240,14 @@ OPTIONS: tuple[Option, ...] = (
         "ocpp",
     ),
     Option(
+        "stuck_session_after",
+        172800.0,
+        _seconds_or_off,
+        "close a session with no news from its station for this long (s) at its last "
+        "trusted reading, with a CDR saying so; 0 never closes one",
+        "ocpp",
+    ),
+    Option(
         "ocpp_tls_cert",
         None,
         _existing_file,
@@ -350,6 +368,7 @@ class Settings:
     accept_unknown_tokens: bool = False
     heartbeat_interval: int = 300
     command_timeout: float = 30.0
+    stuck_session_after: float = 172800.0
     ocpp_tls_cert: str | None = None
     ocpp_tls_key: str | None = None
     http_host: str = "127.0.0.1"

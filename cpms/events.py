@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 __all__ = [
+    "CdrIssued",
     "ConnectorChanged",
     "DomainEvent",
     "EvseChanged",
@@ -228,3 +229,18 @@ class SessionEnded(SessionEvent):
     """A session ended (COMPLETED, or INVALID when it was never authorized)."""
 
     topic = "session.ended"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CdrIssued(DomainEvent):
+    """A CDR (or a credit CDR) was issued; it must reach the eMSP that pays for it."""
+
+    topic = "cdr.issued"
+    aggregate = "cdr"
+    cdr_id: str
+    session_id: str | None
+    credit: bool = False
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.cdr_id

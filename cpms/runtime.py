@@ -9,6 +9,7 @@ stations and HTTP clients, let in-flight work finish, close the database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -16,6 +17,7 @@ import signal
 import socket
 import ssl
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -30,6 +32,7 @@ from cpms.group_commit import GroupCommitter
 from cpms.locations import DefaultLocation
 from cpms.model import utcnow
 from cpms.operator_access import ensure_admin_token
+from cpms.session_closing import sweep
 from cpms.station_lifecycle import log_station_event, record_offline, record_online
 from cpms.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from ocpi_api import HttpContext, create_app
@@ -98,6 +101,7 @@ class Runtime:
         self.station_port = GatewayStationPort(self.gateway)
         self._http_runner: web.AppRunner | None = None
         self._http_port: int | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     # The core, as the gateway sees it
 
@@ -140,6 +144,26 @@ class Runtime:
 
         await self.committer.run(work)
 
+    async def _sweep_forever(self) -> None:
+        after = self.settings.stuck_session_after
+        stuck_after = timedelta(seconds=after) if after else None
+        # Often enough that a session is closed soon after its limit, rarely enough to cost
+        # nothing: a quarter of the limit, between 0.2 s (tests) and a minute.
+        interval = min(60.0, max(0.2, after / 4)) if after else 60.0
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                report = await sweep(self.uow, now=utcnow(), stuck_after=stuck_after)
+            except Exception:
+                log.exception("session sweep failed; trying again in %.0f s", interval)
+                continue
+            if report.closed or report.cdrs_issued:
+                log.info(
+                    "sweep: %d stuck session(s) closed, %d missing CDR(s) issued",
+                    len(report.closed),
+                    len(report.cdrs_issued),
+                )
+
     # Lifecycle
 
     @property
@@ -181,6 +205,7 @@ class Runtime:
             site = web.TCPSite(self._http_runner, self.settings.http_host, self.settings.http_port)
             await site.start()
             self._http_port = _bound_port(site)
+            self._sweeper = asyncio.create_task(self._sweep_forever(), name="session-sweep")
         except BaseException:
             await self.stop()
             raise
@@ -191,6 +216,11 @@ class Runtime:
 
     async def stop(self) -> None:
         """Stop accepting, close connections, and close the database."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         if self.gateway.listening:
             await self.gateway.stop()
         if self._http_runner is not None:

@@ -1,4 +1,4 @@
-"""Check OCPI 2.2.1 Location, EVSE, Connector and Tariff documents against JSON Schemas.
+"""Check OCPI 2.2.1 Location, EVSE, Connector, Tariff, Session and CDR documents against schemas.
 
 The schemas (draft 2020-12) are built from small helpers (``ci_string(36)``, ``enum(...)``,
 ``obj(required=..., optional=...)``) that spell the spec's types, cardinalities and lengths
@@ -6,12 +6,14 @@ once. They are strict: required fields, JSON types, enum values, string lengths 
 lengths: Location ``address`` 255, ``state`` 45) and regexes are checked, ``null`` is
 accepted for optional fields only, and an unknown field is rejected, because we would
 otherwise lose it silently. A few rules JSON Schema cannot say well (unique EVSE uids,
-``period_end`` after ``period_begin``, ...) are checked once the schema passes.
+``period_end`` after ``period_begin``, charging periods in time order, no Session-only
+dimension in a CDR, ...) are checked once the schema passes.
 
 Problems come out as ``DocumentError(path, problem)`` with a path like
 ``evses[0].connectors[0]`` and a sentence a person can act on; the order is deterministic
 (by path, then type before required before unknown-field errors before the rest).
-Spec: OCPI 2.2.1 Types; Locations (Location, EVSE, Connector and sub-types); Tariffs.
+Spec: OCPI 2.2.1 Types; Locations (Location, EVSE, Connector and sub-types); Tariffs;
+Sessions (Session); CDRs (CDR, CdrToken, CdrLocation, ChargingPeriod, SignedData, ...).
 """
 
 from __future__ import annotations
@@ -57,8 +59,9 @@ __all__ = [
 #: A JSON Schema, as a plain dict.
 Schema = dict[str, Any]
 
-#: The documents ``validate`` knows: the objects of the Locations and Tariffs modules.
-DocumentKind = Literal["location", "evse", "connector", "tariff"]
+#: The documents ``validate`` knows: the objects of the Locations, Tariffs, Sessions and CDRs
+#: modules.
+DocumentKind = Literal["location", "evse", "connector", "tariff", "session", "cdr"]
 
 #: Every OCPI type that has a schema here, by its name in the spec.
 SubschemaName = Literal[
@@ -83,6 +86,14 @@ SubschemaName = Literal[
     "TariffElement",
     "PriceComponent",
     "TariffRestrictions",
+    "Session",
+    "CDR",
+    "CdrToken",
+    "CdrLocation",
+    "ChargingPeriod",
+    "CdrDimension",
+    "SignedData",
+    "SignedValue",
 ]
 
 _KIND_SCHEMA: Final[Mapping[DocumentKind, SubschemaName]] = {
@@ -90,6 +101,8 @@ _KIND_SCHEMA: Final[Mapping[DocumentKind, SubschemaName]] = {
     "evse": "EVSE",
     "connector": "Connector",
     "tariff": "Tariff",
+    "session": "Session",
+    "cdr": "CDR",
 }
 
 # Keywords of our own, ignored by JSON Schema and read by the error translation below.
@@ -99,7 +112,7 @@ _ENUM_NAME = "x-enum"  # the OCPI name of an enum, e.g. "Status"
 
 # --------------------------------------------------------------------------- enums
 
-#: OCPI 2.2.1 enums used by Locations and Tariffs (values are case-sensitive).
+#: OCPI 2.2.1 enums used by Locations, Tariffs, Sessions and CDRs (values are case-sensitive).
 ENUMS: Final[Mapping[str, tuple[str, ...]]] = {
     name: tuple(values.split())
     for name, values in {
@@ -131,6 +144,12 @@ ENUMS: Final[Mapping[str, tuple[str, ...]]] = {
         "TariffDimensionType": "ENERGY FLAT PARKING_TIME TIME",
         "DayOfWeek": "MONDAY TUESDAY WEDNESDAY THURSDAY FRIDAY SATURDAY SUNDAY",
         "ReservationRestrictionType": "RESERVATION RESERVATION_EXPIRES",
+        # FLAT is not a CdrDimensionType since 2.2 (it prices, it is not measured).
+        "CdrDimensionType": "CURRENT ENERGY ENERGY_EXPORT ENERGY_IMPORT MAX_CURRENT MIN_CURRENT"
+        " MAX_POWER MIN_POWER PARKING_TIME POWER RESERVATION_TIME STATE_OF_CHARGE TIME",
+        "AuthMethod": "AUTH_REQUEST COMMAND WHITELIST",
+        # The Sessions prose says RESERVED; the enum value is RESERVATION.
+        "SessionStatus": "ACTIVE COMPLETED INVALID PENDING RESERVATION",
     }.items()
 }
 
@@ -545,6 +564,129 @@ TARIFF = obj(
     },
 )
 
+CDR_TOKEN = obj(
+    required={
+        "country_code": _COUNTRY_ALPHA_2,
+        "party_id": ci_string(3),
+        "uid": ci_string(36),
+        "type": enum("TokenType"),
+        "contract_id": ci_string(36),
+    }
+)
+# The location as it was at session start, narrowed to the one EVSE and connector used.
+# evse_uid, evse_id and connector_id may be "#NA" for a reservation-only CDR, which the
+# CiString schemas accept as they are.
+CDR_LOCATION = obj(
+    required={
+        "id": ci_string(36),
+        # Not widened by the errata as Location's were: a CDR carries at most 45 and 20.
+        "address": string(45),
+        "city": string(45),
+        "country": _COUNTRY_ALPHA_3,
+        "coordinates": GEO_LOCATION,
+        "evse_uid": ci_string(36),
+        "evse_id": ci_string(48),
+        "connector_id": ci_string(36),
+        "connector_standard": enum("ConnectorType"),
+        "connector_format": enum("ConnectorFormat"),
+        "connector_power_type": enum("PowerType"),
+    },
+    optional={
+        "name": string(255),
+        "postal_code": string(10),
+        "state": string(20),
+    },
+)
+CDR_DIMENSION = obj(required={"type": enum("CdrDimensionType"), "volume": number()})
+CHARGING_PERIOD = obj(
+    required={
+        "start_date_time": date_time(),
+        "dimensions": array(CDR_DIMENSION, min_items=1),
+    },
+    optional={"tariff_id": ci_string(36)},
+)
+SIGNED_VALUE = obj(
+    required={
+        "nature": ci_string(32),
+        "plain_data": string(5000),  # errata; the published 2.2.1 said string(512)
+        "signed_data": string(5000),
+    }
+)
+SIGNED_DATA = obj(
+    required={
+        "encoding_method": ci_string(36),
+        "signed_values": array(SIGNED_VALUE, min_items=1),
+    },
+    optional={
+        "encoding_method_version": integer(),
+        "public_key": string(512),
+        "url": string(512),  # a string(512) here, not a URL (string(255))
+    },
+)
+SESSION = obj(
+    required={
+        "country_code": _COUNTRY_ALPHA_2,
+        "party_id": ci_string(3),
+        "id": ci_string(36),
+        "start_date_time": date_time(),
+        "kwh": number(),
+        "cdr_token": CDR_TOKEN,
+        "auth_method": enum("AuthMethod"),
+        "location_id": ci_string(36),
+        "evse_uid": ci_string(36),
+        "connector_id": ci_string(36),
+        "currency": _CURRENCY,
+        "status": enum("SessionStatus"),
+        "last_updated": date_time(),
+    },
+    optional={
+        "end_date_time": date_time(),
+        "authorization_reference": ci_string(36),
+        "meter_id": string(255),
+        "charging_periods": array(CHARGING_PERIOD),
+        "total_cost": PRICE,
+    },
+)
+_CREDIT: Schema = {"required": ["credit"], "properties": {"credit": {"const": True}}}
+CDR = obj(
+    required={
+        "country_code": _COUNTRY_ALPHA_2,
+        "party_id": ci_string(3),
+        # 36 for a normal CDR plus 3 for a credit suffix such as "-C".
+        "id": ci_string(39),
+        "start_date_time": date_time(),
+        "end_date_time": date_time(),
+        "cdr_token": CDR_TOKEN,
+        "auth_method": enum("AuthMethod"),
+        "cdr_location": CDR_LOCATION,
+        "currency": _CURRENCY,
+        "charging_periods": array(CHARGING_PERIOD, min_items=1),
+        "total_cost": PRICE,
+        "total_energy": number(),
+        "total_time": number(),
+        "last_updated": date_time(),
+    },
+    optional={
+        "session_id": ci_string(36),
+        "authorization_reference": ci_string(36),
+        "meter_id": string(255),
+        "tariffs": array(TARIFF),
+        "signed_data": SIGNED_DATA,
+        "total_fixed_cost": PRICE,
+        "total_energy_cost": PRICE,
+        "total_time_cost": PRICE,
+        "total_parking_time": number(),
+        "total_parking_cost": PRICE,
+        "total_reservation_cost": PRICE,
+        "remark": string(255),
+        "invoice_reference_id": ci_string(39),
+        "credit": boolean(),
+        "credit_reference_id": ci_string(39),
+        "home_charging_compensation": boolean(),
+    },
+    all_of=[_required_when("credit_reference_id", _CREDIT, "'credit' is true")],
+)
+
 _DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 #: Every schema by OCPI type name, each a complete draft 2020-12 schema.
@@ -572,6 +714,14 @@ SCHEMAS: Final[Mapping[SubschemaName, Schema]] = {
         "TariffElement": TARIFF_ELEMENT,
         "PriceComponent": PRICE_COMPONENT,
         "TariffRestrictions": TARIFF_RESTRICTIONS,
+        "Session": SESSION,
+        "CDR": CDR,
+        "CdrToken": CDR_TOKEN,
+        "CdrLocation": CDR_LOCATION,
+        "ChargingPeriod": CHARGING_PERIOD,
+        "CdrDimension": CDR_DIMENSION,
+        "SignedData": SIGNED_DATA,
+        "SignedValue": SIGNED_VALUE,
     }.items()
 }
 # Built once: a validator instance is reusable and thread-safe for reading.
@@ -863,10 +1013,57 @@ def _tariff_rules(doc: Mapping[str, Any], path: str) -> Iterator[DocumentError]:
         yield from _tariff_element_rules(element, _join(path, f"elements[{index}]"))
 
 
+def _charging_period_order_rules(
+    periods: Sequence[Mapping[str, Any]], path: str
+) -> Iterator[DocumentError]:
+    """Report a charging period that starts before the one listed before it.
+
+    A period ends where the next one starts, so the list must be in time order; equal
+    starts are allowed (a zero-length period is odd but not contradictory).
+    """
+    for index in range(1, len(periods)):
+        before = periods[index - 1]["start_date_time"]
+        start = periods[index]["start_date_time"]
+        here = _join(path, f"[{index}].start_date_time")
+        if parse_datetime(start, here) < parse_datetime(before, here):
+            yield DocumentError(
+                here,
+                f"must not be earlier than the previous period's start {before!r}, got {start!r}"
+                " (periods are listed in time order)",
+            )
+
+
+def _session_rules(doc: Mapping[str, Any], path: str) -> Iterator[DocumentError]:
+    periods = doc.get("charging_periods") or []
+    yield from _charging_period_order_rules(periods, _join(path, "charging_periods"))
+
+
+# Measured for live feedback only: the spec says they SHALL NOT appear in a CDR.
+_SESSION_ONLY_DIMENSIONS = frozenset(
+    {"CURRENT", "ENERGY_EXPORT", "ENERGY_IMPORT", "POWER", "STATE_OF_CHARGE"}
+)
+
+
+def _cdr_rules(doc: Mapping[str, Any], path: str) -> Iterator[DocumentError]:
+    periods_path = _join(path, "charging_periods")
+    yield from _charging_period_order_rules(doc["charging_periods"], periods_path)
+    for index, period in enumerate(doc["charging_periods"]):
+        for slot, dimension in enumerate(period["dimensions"]):
+            if dimension["type"] in _SESSION_ONLY_DIMENSIONS:
+                yield DocumentError(
+                    _join(periods_path, f"[{index}].dimensions[{slot}].type"),
+                    f"{dimension['type']} is a Session-only dimension type, not allowed in a CDR",
+                )
+    for index, tariff in enumerate(doc.get("tariffs") or []):
+        yield from _tariff_rules(tariff, _join(path, f"tariffs[{index}]"))
+
+
 _RULES: Final[Mapping[str, Callable[[Any, str], Iterator[DocumentError]]]] = {
     "Location": _location_rules,
     "EVSE": _evse_rules,
     "Hours": _hours_rules,
     "Tariff": _tariff_rules,
     "TariffElement": _tariff_element_rules,
+    "Session": _session_rules,
+    "CDR": _cdr_rules,
 }

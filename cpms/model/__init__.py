@@ -11,7 +11,7 @@ from cpms.model.location import Connector, Evse, Location
 from cpms.model.outbox import AdminToken, OutboxEntry
 from cpms.model.partner import OcpiPartner
 from cpms.model.reservation import Reservation
-from cpms.model.session import ChargingPeriod, MeterSample, Session
+from cpms.model.session import BilledReading, ChargingPeriod, MeterSample, Session
 from cpms.model.station import ChargingStation
 from cpms.model.station_event import StationEvent
 from cpms.model.tariff import Tariff
@@ -21,6 +21,7 @@ from cpms.model.transaction_number import TransactionNumber
 __all__ = [
     "AdminToken",
     "Base",
+    "BilledReading",
     "Cdr",
     "ChargingPeriod",
     "ChargingStation",

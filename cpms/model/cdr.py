@@ -24,6 +24,9 @@ class Cdr(Base):
     __tablename__ = "cdr"
 
     id: Mapped[str] = mapped_column(String(39), primary_key=True)
+    # Makes "one CDR per finished session" a database fact, across retries and nodes:
+    # "<session id>/<n>" for the n-th CDR of a session, "credit/<cdr id>" for a credit.
+    issue_key: Mapped[str] = mapped_column(String(80), unique=True)
     country_code: Mapped[str] = mapped_column(String(2))
     party_id: Mapped[str] = mapped_column(String(3))
     session_id: Mapped[str | None] = mapped_column(ForeignKey("session.id"), index=True)
@@ -34,5 +37,7 @@ class Cdr(Base):
     # The eMSP that must pay for it, when the token was not local.
     partner_id: Mapped[int | None] = mapped_column(ForeignKey("ocpi_partner.id"), index=True)
     document: Mapped[dict[str, Any]]
+    # How the cost came about, line by line (component, restriction, step, rounding).
+    explanation: Mapped[list[str]] = mapped_column(default=list)
     issued_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_updated: Mapped[datetime] = mapped_column(default=utcnow, index=True)

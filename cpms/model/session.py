@@ -16,7 +16,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from cpms.model.base import Base, BigId, utcnow
 
-__all__ = ["ChargingPeriod", "MeterSample", "Session"]
+__all__ = ["BilledReading", "ChargingPeriod", "MeterSample", "Session"]
 
 
 class Session(Base):
@@ -62,6 +62,18 @@ class Session(Base):
     # Newest energy register reading accepted for billing (Wh), and when it was taken.
     last_meter_wh: Mapped[Decimal | None]
     last_meter_at: Mapped[datetime | None]
+    # Receive time of the newest message about this session: stuck sessions are judged by it.
+    heard_at: Mapped[datetime | None] = mapped_column(index=True)
+    # Sealed at start (OCPI: a CDR carries them as they were then): the tariff chosen, the
+    # OCPI Tariff documents valid at start, the CdrLocation, and what pricing needs from the
+    # location and connector.
+    tariff_id: Mapped[str | None] = mapped_column(String(36))
+    tariffs: Mapped[list[dict[str, Any]] | None]
+    cdr_location: Mapped[dict[str, Any] | None]
+    time_zone: Mapped[str | None] = mapped_column(String(255))
+    voltage_v: Mapped[Decimal | None]
+    # The CDR currently standing for this session (a correction replaces it).
+    cdr_id: Mapped[str | None] = mapped_column(String(39))
     last_updated: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
     charging_periods: Mapped[list[ChargingPeriod]] = relationship(
@@ -80,6 +92,25 @@ class ChargingPeriod(Base):
     # OCPI CdrDimension list, volumes in OCPI units (kWh, hours, A, kW).
     dimensions: Mapped[list[dict[str, Any]]]
     tariff_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class BilledReading(Base):
+    """A point of a session's billing timeline: energy billed so far, at a reading's time.
+
+    One per energy reading the session accepted or refused (a refused step leaves the
+    energy where it was), so pricing reads one short indexed list instead of re-deriving
+    billed energy from raw samples.
+    """
+
+    __tablename__ = "billed_reading"
+    __table_args__ = (Index("ix_billed_reading_session_id_at", "session_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("session.id"))
+    at: Mapped[datetime]
+    energy_wh: Mapped[Decimal]
+    # Current summed over phases, when the station measured it (current restrictions).
+    current_a: Mapped[Decimal | None]
 
 
 class MeterSample(Base):

@@ -658,9 +658,9 @@ def test_every_schema_is_a_valid_draft_2020_12_schema_and_named_in_the_type() ->
 
 def test_an_unknown_document_kind_or_schema_name_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="document kind"):
-        validate("session", {})  # type: ignore[arg-type]
+        validate("token", {})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no schema"):
-        validate_subschema("Session", {})  # type: ignore[arg-type]
+        validate_subschema("Token", {})  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- reading and replacing

@@ -1,0 +1,269 @@
+"""Sessions priced by the pricing engine: what is sealed at start, running cost, final bill.
+
+At start a session seals what its CDR must show as it was then (OCPI: "as at session
+start"): the tariff chosen for its connector, that tariff's OCPI document, the CdrLocation,
+the Location's time zone and the connector's voltage. From then on it is priced only from
+those and its billing timeline (``BilledReading``), so a tariff or address edited mid-session
+changes nothing, and the running cost and the final cost come from the same code
+(``bill_session``): the running cost is the bill up to the newest reading.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from cpms.documents import format_datetime, tariff_to_ocpi
+from cpms.model import (
+    BilledReading,
+    ChargingPeriod,
+    Connector,
+    Evse,
+    Location,
+    Reservation,
+    Session,
+    Tariff,
+)
+from cpms.pricing import (
+    CHARGING,
+    PARKING,
+    RESERVATION,
+    Bill,
+    MeterPoint,
+    Period,
+    ReservationSpan,
+    TariffPlan,
+    Usage,
+    price,
+    select_tariff,
+)
+from cpms.unit_of_work import UnitOfWork
+
+__all__ = [
+    "DEFAULT_CURRENCY",
+    "bill_session",
+    "cdr_location_of",
+    "period_dimensions",
+    "periods_to_ocpi",
+    "plan_of",
+    "record_billed_reading",
+    "refresh_running_cost",
+    "seal_session",
+    "session_hours",
+    "shorten",
+    "store_periods",
+    "tariffs_of",
+]
+
+log = logging.getLogger("cpms.pricing")
+
+DEFAULT_CURRENCY = "EUR"
+"""Used when the connector lists no tariff to take a currency from."""
+_VOLUME_PLACES = Decimal("0.000001")
+
+
+def shorten(text: str | None, limit: int) -> str | None:
+    """Fit ``text`` into ``limit`` characters, cutting at a word boundary when one is near."""
+    if text is None or len(text) <= limit:
+        return text
+    cut = text[:limit]
+    space = cut.rfind(" ")
+    if space >= limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;-")
+
+
+def cdr_location_of(location: Location, evse: Evse, connector: Connector | None) -> dict[str, Any]:
+    """The OCPI CdrLocation of a session, within its field limits (address 45, state 20)."""
+    document: dict[str, Any] = {
+        "id": location.id,
+        "name": shorten(location.name, 255),
+        "address": shorten(location.address, 45),
+        "city": shorten(location.city, 45),
+        "postal_code": shorten(location.postal_code, 10),
+        "state": shorten(location.state, 20),
+        "country": location.country,
+        "coordinates": {"latitude": location.latitude, "longitude": location.longitude},
+        "evse_uid": evse.uid,
+        "evse_id": evse.evse_id or "#NA",
+        "connector_id": connector.id if connector is not None else "#NA",
+        "connector_standard": connector.standard if connector is not None else "IEC_62196_T2",
+        "connector_format": connector.format if connector is not None else "SOCKET",
+        "connector_power_type": connector.power_type if connector is not None else "AC_3_PHASE",
+    }
+    return {key: value for key, value in document.items() if value is not None}
+
+
+async def _connector_tariffs(uow: UnitOfWork, connector: Connector | None) -> list[Tariff]:
+    ids = list(connector.tariff_ids or ()) if connector is not None else []
+    if not ids:
+        return []
+    rows = {
+        t.id: t
+        for t in await uow.session.scalars(
+            select(Tariff).where(Tariff.id.in_(ids), Tariff.retired_at.is_(None))
+        )
+    }
+    return [rows[i] for i in ids if i in rows]
+
+
+async def seal_session(
+    uow: UnitOfWork,
+    session: Session,
+    location: Location,
+    evse: Evse,
+    connector: Connector | None,
+    *,
+    ad_hoc: bool = False,
+    profile: str | None = None,
+) -> TariffPlan | None:
+    """Choose the session's tariff and seal what its CDR will carry; set its currency."""
+    tariffs = await _connector_tariffs(uow, connector)
+    documents = {t.id: tariff_to_ocpi(t) for t in tariffs}
+    plans = [TariffPlan.from_ocpi(documents[t.id]) for t in tariffs]
+    plan = select_tariff(plans, session.start_date_time, ad_hoc=ad_hoc, profile=profile)
+    session.tariff_id = plan.id if plan is not None else None
+    session.tariffs = [documents[plan.id]] if plan is not None else []
+    session.currency = (
+        plan.currency if plan is not None else tariffs[0].currency if tariffs else DEFAULT_CURRENCY
+    )
+    session.cdr_location = cdr_location_of(location, evse, connector)
+    session.time_zone = location.time_zone
+    session.voltage_v = Decimal(connector.max_voltage) if connector is not None else None
+    return plan
+
+
+def plan_of(session: Session) -> TariffPlan | None:
+    """The sealed tariff of ``session``, ready for pricing (``None``: no tariff applies)."""
+    for document in session.tariffs or ():
+        if document.get("id") == session.tariff_id:
+            return TariffPlan.from_ocpi(document)
+    return None
+
+
+def record_billed_reading(
+    uow: UnitOfWork, session: Session, at: datetime, current_a: Decimal | None = None
+) -> None:
+    """Add a point to the session's billing timeline at its current billed energy."""
+    uow.session.add(
+        BilledReading(
+            session_id=session.id, at=at, energy_wh=session.energy_wh, current_a=current_a
+        )
+    )
+
+
+async def _usage(uow: UnitOfWork, session: Session, end: datetime | None) -> Usage:
+    rows = (
+        await uow.session.execute(
+            select(BilledReading.at, BilledReading.energy_wh, BilledReading.current_a)
+            .where(BilledReading.session_id == session.id)
+            .order_by(BilledReading.at, BilledReading.id)
+        )
+    ).all()
+    points = [MeterPoint(at, energy, current) for at, energy, current in rows]
+    if end is None:  # running: priced up to the newest reading
+        end = max([session.start_date_time, *(p.at for p in points)])
+    reservation = None
+    if session.reservation_id is not None:
+        row = await uow.session.get(Reservation, session.reservation_id)
+        if row is not None and row.created_at < session.start_date_time:
+            reservation = ReservationSpan(row.created_at, session.start_date_time)
+    return Usage(
+        start=session.start_date_time,
+        end=end,
+        points=[p for p in points if p.at <= end],
+        time_zone=session.time_zone or "UTC",
+        voltage_v=session.voltage_v,
+        reservation=reservation,
+    )
+
+
+async def bill_session(uow: UnitOfWork, session: Session) -> Bill:
+    """Price ``session``: to its end if it has one, else up to its newest reading."""
+    usage = await _usage(uow, session, session.end_date_time)
+    return price(plan_of(session), usage, currency=session.currency)
+
+
+def _volume(value: Decimal) -> float:
+    return float(value.quantize(_VOLUME_PLACES))
+
+
+def period_dimensions(period: Period, plan: TariffPlan | None) -> list[dict[str, Any]]:
+    """A period's OCPI CdrDimensions: kWh and hours, plus power/current where priced by them."""
+    dimensions: list[tuple[str, Decimal]] = []
+    if period.kind == RESERVATION:
+        dimensions.append(("RESERVATION_TIME", period.hours))
+    else:
+        if period.kind == CHARGING or period.energy_wh:
+            dimensions.append(("ENERGY", period.energy_wh / 1000))
+        dimensions.append(("TIME" if period.kind == CHARGING else "PARKING_TIME", period.hours))
+        if plan is not None and plan.uses_power and period.max_power_kw is not None:
+            dimensions.append(("MIN_POWER", period.min_power_kw or Decimal(0)))
+            dimensions.append(("MAX_POWER", period.max_power_kw))
+        if plan is not None and plan.uses_current and period.max_current_a is not None:
+            dimensions.append(("MIN_CURRENT", period.min_current_a or Decimal(0)))
+            dimensions.append(("MAX_CURRENT", period.max_current_a))
+    return [{"type": kind, "volume": _volume(volume)} for kind, volume in dimensions]
+
+
+def periods_to_ocpi(bill: Bill) -> list[dict[str, Any]]:
+    """The bill's periods as OCPI ChargingPeriods."""
+    out = []
+    for period in bill.periods:
+        document: dict[str, Any] = {
+            "start_date_time": format_datetime(period.start),
+            "dimensions": period_dimensions(period, bill.tariff),
+        }
+        if bill.tariff is not None and period.active:
+            document["tariff_id"] = bill.tariff.id
+        out.append(document)
+    return out
+
+
+async def store_periods(uow: UnitOfWork, session: Session, bill: Bill) -> None:
+    """Replace the session's stored charging periods with the bill's."""
+    await uow.session.execute(delete(ChargingPeriod).where(ChargingPeriod.session_id == session.id))
+    for period, document in zip(bill.periods, periods_to_ocpi(bill), strict=True):
+        uow.session.add(
+            ChargingPeriod(
+                session_id=session.id,
+                start_date_time=period.start,
+                dimensions=document["dimensions"],
+                tariff_id=document.get("tariff_id"),
+            )
+        )
+
+
+async def refresh_running_cost(uow: UnitOfWork, session: Session) -> Bill | None:
+    """Re-price ``session`` and store its periods and cost; ``None`` if pricing failed.
+
+    A pricing failure must never fail the station's message: it is logged and flagged on
+    the session, and the CDR sweep tries again later.
+    """
+    try:
+        bill = await bill_session(uow, session)
+    except Exception:
+        log.exception("session %s: pricing failed", session.id)
+        if "pricing_failed" not in session.flags:
+            session.flags = [*session.flags, "pricing_failed"]
+        return None
+    await store_periods(uow, session, bill)
+    if session.tariff_id is not None:
+        total = bill.total_cost
+        session.total_cost_excl_vat, session.total_cost_incl_vat = total.excl_vat, total.incl_vat
+    return bill
+
+
+def session_hours(bill: Bill) -> tuple[Decimal, Decimal]:
+    """(total hours charging and parking, hours parking) of a bill."""
+    return bill.hours(CHARGING, PARKING), bill.hours(PARKING)
+
+
+def tariffs_of(session: Session) -> Sequence[dict[str, Any]]:
+    """The OCPI Tariff documents sealed at start (what the CDR carries)."""
+    return list(session.tariffs or ())
