@@ -245,12 +245,25 @@ async def start_transaction(
         evse.connectors[0] if evse.connectors else None,
         ad_hoc=authorization.cdr_token.get("type") == "AD_HOC_USER",
     )
+    reserved = None
     if request.reservation_id is not None:
         reservation = await uow.session.get(Reservation, request.reservation_id)
         if reservation is not None and reservation.station_id == station_id:
             session.reservation_id = reservation.id
             reservation.status = "USED"
-    uow.session.add(session)
+            reserved = await uow.session.scalar(
+                select(Session).where(
+                    Session.reservation_id == reservation.id, Session.status == "RESERVATION"
+                )
+            )
+    if reserved is not None:
+        # OCPI: the reservation's session itself becomes ACTIVE (same id, already known to
+        # the eMSP), starting now; its reservation time stays priced before it.
+        number.session_id = reserved.id
+        session = _activate(reserved, session)
+        session_id = session.id
+    else:
+        uow.session.add(session)
     await uow.session.flush()  # samples point at it, and no relationship orders the inserts
     record_billed_reading(uow, session, started_at)
     uow.session.add(
@@ -297,6 +310,14 @@ def _energy_reading(samples: tuple[Sample, ...]) -> Decimal | None:
         return totals[0]
     phases = {s.phase: s.value_si for s in registers if s.phase in _PHASES}
     return sum(phases.values(), Decimal(0)) if phases else None
+
+
+def _activate(reserved: Session, fresh: Session) -> Session:
+    """Turn a RESERVATION session into the session ``fresh`` describes, keeping its id."""
+    for column in Session.__table__.columns:
+        if column.key not in ("id", "reservation_id"):
+            setattr(reserved, column.key, getattr(fresh, column.key))
+    return reserved
 
 
 def _current_reading(samples: tuple[Sample, ...]) -> Decimal | None:

@@ -78,8 +78,14 @@ def shorten(text: str | None, limit: int) -> str | None:
     return cut.rstrip(" ,;-")
 
 
-def cdr_location_of(location: Location, evse: Evse, connector: Connector | None) -> dict[str, Any]:
-    """The OCPI CdrLocation of a session, within its field limits (address 45, state 20)."""
+def cdr_location_of(
+    location: Location, evse: Evse | None, connector: Connector | None
+) -> dict[str, Any]:
+    """The OCPI CdrLocation of a session, within its field limits (address 45, state 20).
+
+    ``#NA`` stands for the EVSE and connector of a reservation that was for none in
+    particular (OCPI allows it there).
+    """
     document: dict[str, Any] = {
         "id": location.id,
         "name": shorten(location.name, 255),
@@ -89,8 +95,8 @@ def cdr_location_of(location: Location, evse: Evse, connector: Connector | None)
         "state": shorten(location.state, 20),
         "country": location.country,
         "coordinates": {"latitude": location.latitude, "longitude": location.longitude},
-        "evse_uid": evse.uid,
-        "evse_id": evse.evse_id or "#NA",
+        "evse_uid": evse.uid if evse is not None else "#NA",
+        "evse_id": (evse.evse_id if evse is not None else None) or "#NA",
         "connector_id": connector.id if connector is not None else "#NA",
         "connector_standard": connector.standard if connector is not None else "IEC_62196_T2",
         "connector_format": connector.format if connector is not None else "SOCKET",
@@ -169,12 +175,19 @@ async def _usage(uow: UnitOfWork, session: Session, end: datetime | None) -> Usa
     if end is None:  # running: priced up to the newest reading
         end = max([session.start_date_time, *(p.at for p in points)])
     reservation = None
-    if session.reservation_id is not None:
+    start = session.start_date_time
+    if session.reservation_id is not None and session.transaction_id is None:
+        # Never charged: the whole session is reserved time (see ``cpms.reservations``).
+        reservation = ReservationSpan(
+            start, end, expired="reservation_expired" in (session.flags or ())
+        )
+        start = end
+    elif session.reservation_id is not None:
         row = await uow.session.get(Reservation, session.reservation_id)
         if row is not None and row.created_at < session.start_date_time:
             reservation = ReservationSpan(row.created_at, session.start_date_time)
     return Usage(
-        start=session.start_date_time,
+        start=start,
         end=end,
         points=[p for p in points if p.at <= end],
         time_zone=session.time_zone or "UTC",

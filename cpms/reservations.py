@@ -1,0 +1,128 @@
+"""Reservations as sessions: the OCPI RESERVATION status, and what a reservation costs.
+
+OCPI 2.2.1: a reservation the station accepted becomes a Session with status RESERVATION.
+When the same reservation starts charging, that session becomes ACTIVE (``charging``
+turns it over, keeping its id) and the reserved time is priced before the charging, with
+the tariff's ``reservation: RESERVATION`` elements. A reservation that ends unused is
+COMPLETED with a reservation-only CDR: ``RESERVATION_EXPIRES`` elements when it expired,
+``RESERVATION`` elements when it was cancelled.
+
+Who makes reservations (the operator's ReserveNow command, OCPI's ReserveNow) is the
+adapters' business; they call these functions once the station has accepted.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from cpms.charging import finish_billing
+from cpms.errors import Conflict, NotFound
+from cpms.events import SessionEnded, SessionStarted
+from cpms.model import ChargingStation, Evse, Location, Reservation, Session
+from cpms.session_pricing import (
+    DEFAULT_CURRENCY,
+    cdr_location_of,
+    record_billed_reading,
+    seal_session,
+)
+from cpms.unit_of_work import UnitOfWork
+
+__all__ = ["EXPIRED", "end_reservation", "open_reservation_session"]
+
+EXPIRED = "reservation_expired"
+"""Flag of a reservation session that ended unused because its time ran out."""
+
+
+async def open_reservation_session(
+    uow: UnitOfWork, reservation_id: int, *, now: datetime, country_code: str, party_id: str
+) -> Session:
+    """Open the RESERVATION session of an accepted reservation (once; again returns it)."""
+    reservation = await uow.session.get(Reservation, reservation_id)
+    if reservation is None:
+        raise NotFound("reservation", reservation_id)
+    existing = await uow.session.scalar(
+        select(Session).where(Session.reservation_id == reservation_id)
+    )
+    if existing is not None:
+        return existing
+    if reservation.station_id is None:
+        raise Conflict(f"reservation {reservation_id} is for no station yet")
+    station = await uow.session.get(ChargingStation, reservation.station_id)
+    location = await uow.session.get(Location, reservation.location_id)
+    evse = (
+        await uow.session.get(Evse, reservation.evse_uid, options=[selectinload(Evse.connectors)])
+        if reservation.evse_uid
+        else None
+    )
+    if station is None or location is None:
+        raise NotFound("station", reservation.station_id)
+    reservation.status = "ACCEPTED"
+    session = Session(
+        id=str(uuid.uuid4()),
+        country_code=country_code,
+        party_id=party_id,
+        station_id=station.id,
+        location_id=location.id,
+        evse_uid=reservation.evse_uid,
+        connector_id=reservation.connector_id,
+        status="RESERVATION",
+        start_date_time=reservation.created_at,
+        cdr_token=reservation.token,
+        auth_method="COMMAND",
+        authorization_reference=reservation.authorization_reference,
+        currency=DEFAULT_CURRENCY,
+        partner_id=reservation.partner_id,
+        reservation_id=reservation.id,
+        flags=[],
+        energy_wh=Decimal(0),
+        heard_at=now,
+        last_updated=now,
+    )
+    if evse is not None:
+        connector = next(
+            (c for c in evse.connectors if c.id == reservation.connector_id),
+            evse.connectors[0] if evse.connectors else None,
+        )
+        await seal_session(uow, session, location, evse, connector)
+    else:  # "any EVSE of the location": no connector, so no tariff to choose from
+        session.tariffs, session.time_zone = [], location.time_zone
+        session.cdr_location = cdr_location_of(location, None, None)
+    uow.session.add(session)
+    uow.record(SessionStarted(occurred_at=now, session_id=session.id, status=session.status))
+    return session
+
+
+async def end_reservation(
+    uow: UnitOfWork, reservation_id: int, *, now: datetime, expired: bool
+) -> Session | None:
+    """End a reservation nobody charged on: its session COMPLETED, its cost on a CDR.
+
+    Returns ``None`` if the reservation had no session or its session is charging.
+    """
+    reservation = await uow.session.get(Reservation, reservation_id)
+    if reservation is None:
+        raise NotFound("reservation", reservation_id)
+    reservation.status = "EXPIRED" if expired else "CANCELLED"
+    session = await uow.session.scalar(
+        select(Session).where(
+            Session.reservation_id == reservation_id, Session.status == "RESERVATION"
+        )
+    )
+    if session is None:
+        return None
+    ended_at = max(session.start_date_time, min(now, reservation.expiry_date) if expired else now)
+    session.end_date_time = ended_at
+    session.status = "COMPLETED"
+    session.stop_reason = "ReservationExpired" if expired else "ReservationCancelled"
+    if expired:
+        session.flags = [*session.flags, EXPIRED]
+    session.last_updated = now
+    record_billed_reading(uow, session, ended_at)
+    uow.record(SessionEnded(occurred_at=now, session_id=session.id, status=session.status))
+    await finish_billing(uow, session, now=now)
+    return session
