@@ -186,7 +186,12 @@ def cdr_document(
 
 def _remark(session: Session) -> str | None:
     parts = []
-    if "closed_by_rule" in session.flags:
+    if "late_stop" in session.flags:
+        parts.append(
+            f"stop reason: {session.stop_reason}; the station's stop came after the session "
+            "had been closed without it, and this CDR replaces the one issued then"
+        )
+    elif "closed_by_rule" in session.flags:
         parts.append(
             "closed by the CPMS: no news from the station; ends at the last trusted reading"
         )
@@ -201,12 +206,14 @@ def _remark(session: Session) -> str | None:
 
 
 async def _next_key(uow: UnitOfWork, session_id: str) -> str:
-    issued = await uow.session.scalar(
+    # Numbered by the credits so far, which only a credit changes: two nodes racing to issue
+    # the same session's CDR compute the same key, and the database lets one of them win.
+    credits = await uow.session.scalar(
         select(func.count())
         .select_from(Cdr)
-        .where(Cdr.session_id == session_id, Cdr.credit.is_(False))
+        .where(Cdr.session_id == session_id, Cdr.credit.is_(True))
     )
-    return f"{session_id}/{issued or 0}"
+    return f"{session_id}/{credits or 0}"
 
 
 async def issue_cdr(
@@ -254,6 +261,8 @@ async def issue_cdr(
     )
     uow.session.add(cdr)
     session.cdr_id = cdr_id
+    if "pricing_failed" in session.flags:
+        session.flags = [f for f in session.flags if f != "pricing_failed"]
     session.last_updated = now
     uow.record(CdrIssued(occurred_at=now, cdr_id=cdr_id, session_id=session.id))
     return cdr

@@ -1,10 +1,11 @@
 """The ``cpms`` command: run the server, and manage what it serves.
 
 ``cpms serve`` runs a node (see ``cpms.runtime``). The management verbs (``locations``,
-``evses``, ``connectors``, ``stations``, ``tariffs``, ``tokens``, ``db``) work directly on the
-database named by ``--database-url`` / ``CPMS_DATABASE_URL`` through the same core services as
-the operator API, so they work before the first start, while a server runs, and against the
-shared PostgreSQL of several nodes. Changes reach running servers through the database.
+``evses``, ``connectors``, ``stations``, ``tariffs``, ``tokens``, ``sessions``, ``cdrs``,
+``db``) work directly on the database named by ``--database-url`` / ``CPMS_DATABASE_URL``
+through the same core services as the operator API, so they work before the first start,
+while a server runs, and against the shared PostgreSQL of several nodes. Changes reach
+running servers through the database.
 
 The one exception is ``cpms stations command``: a station's websocket lives in the running
 server, so that verb asks the server, over its operator API (``POST
@@ -30,19 +31,31 @@ from typing import Any
 from urllib.parse import quote
 
 from cpms import locations, stations, tariffs, tokens
+from cpms.cdrs import CdrFilter, credit_cdr, get_cdr, list_cdrs
 from cpms.config import OPTIONS, Settings, load_settings
 from cpms.database import create_engine, current_revision, head_revision, prepare_schema
 from cpms.documents import load_documents
 from cpms.errors import ConfigError, CpmsError, SchemaOutOfDate
 from cpms.locations import EvseWiring
+from cpms.model import Cdr, utcnow
+from cpms.pricing.money import minor_unit
+from cpms.sessions import (
+    SESSION_STATUSES,
+    SessionFilter,
+    close_by_operator,
+    get_session,
+    list_sessions,
+)
 from cpms.station_lifecycle import approve_station, list_station_events
 from cpms.stations import StationChanges
 from cpms.unit_of_work import UnitOfWorkFactory
 from cpms.views import (
+    cdr_view,
     connector_view,
     evse_view,
     location_view,
     page_view,
+    session_view,
     station_event_view,
     station_view,
     tariff_view,
@@ -62,6 +75,10 @@ HTTP_MARGIN = 10.0
 
 class UsageError(Exception):
     """The command line cannot be acted on (exit 2)."""
+
+
+class Report(str):
+    """Text laid out for a person: printed as it is (a verb returns one only without --json)."""
 
 
 # Reading input -------------------------------------------------------------------------------
@@ -384,6 +401,105 @@ async def _tokens_retire(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Setti
     return token_view(await tokens.retire_token(uow(), a.uid, type_=a.type, **_our_party(s)))
 
 
+async def _sessions_list(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    where = SessionFilter(
+        status=a.status, station_id=a.station, location_id=a.location, flag=a.flag
+    )
+    async with uow() as unit:
+        page = await list_sessions(unit, where, offset=a.offset, limit=a.limit)
+        return page_view(page, [session_view(x, x.charging_periods) for x in page.items])
+
+
+async def _sessions_show(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    async with uow() as unit:
+        session = await get_session(unit, a.session_id)
+        return session_view(session, session.charging_periods)
+
+
+async def _sessions_close(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    async with uow() as unit:
+        session = await close_by_operator(unit, a.session_id, now=utcnow(), note=a.note)
+        view = session_view(session, session.charging_periods)
+        await unit.commit()
+    return view
+
+
+async def _cdrs_list(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    async with uow() as unit:
+        page = await list_cdrs(
+            unit, CdrFilter(session_id=a.session), offset=a.offset, limit=a.limit
+        )
+    return page_view(page, [cdr_view(x, explain=False) for x in page.items])
+
+
+async def _cdrs_show(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    async with uow() as unit:
+        cdr = await get_cdr(unit, a.cdr_id)
+    return cdr_view(cdr, explain=True) if a.json else _cdr_report(cdr)
+
+
+async def _cdrs_credit(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    async with uow() as unit:
+        credit, replacement = await credit_cdr(
+            unit, a.cdr_id, reason=a.reason, now=utcnow(), reissue=a.reissue
+        )
+        await unit.commit()
+    return {
+        "credit": cdr_view(credit, explain=True),
+        "replacement": cdr_view(replacement, explain=True) if replacement is not None else None,
+    }
+
+
+_COST_LINES = (
+    ("fixed", "total_fixed_cost"),
+    ("energy", "total_energy_cost"),
+    ("time", "total_time_cost"),
+    ("parking", "total_parking_cost"),
+    ("reservation", "total_reservation_cost"),
+)
+
+
+def _money(price: dict[str, Any], currency: str) -> str:
+    places = minor_unit(currency)
+    excl, incl = price.get("excl_vat"), price.get("incl_vat")
+    shown = f"{excl:.{places}f} excl. VAT"
+    if incl is not None:
+        shown += f", {incl:.{places}f} incl. VAT"
+    return f"{shown} {currency}"
+
+
+def _cdr_report(cdr: Cdr) -> Report:
+    """The CDR's header, then its explanation line by line."""
+    doc = cdr.document
+    currency = doc["currency"]
+    token = doc["cdr_token"]
+    place = doc["cdr_location"]
+    title = f"CDR {doc['id']}"
+    if doc.get("credit"):
+        title += f" (credit of CDR {doc.get('credit_reference_id')})"
+    lines = [
+        title,
+        f"  session   {doc.get('session_id', '-')}",
+        f"  period    {doc['start_date_time']} to {doc['end_date_time']}",
+        f"  token     {token['uid']} ({token['type']}, contract {token['contract_id']})",
+        f"  location  {place['id']} {place.get('name') or ''}".rstrip()
+        + f", EVSE {place['evse_uid']} ({place['evse_id']}) connector {place['connector_id']}",
+        f"  energy    {doc['total_energy']:g} kWh in {doc['total_time']:g} h"
+        + (f" ({doc['total_parking_time']:g} h parking)" if "total_parking_time" in doc else ""),
+        f"  total     {_money(doc['total_cost'], currency)}",
+    ]
+    lines += [
+        f"    {label:<11} {_money(doc[field], currency)}"
+        for label, field in _COST_LINES
+        if field in doc
+    ]
+    if doc.get("remark"):
+        lines.append(f"  remark    {doc['remark']}")
+    lines.append("explanation:")
+    lines += [f"  {line}" for line in cdr.explanation or ()] or ["  (none)"]
+    return Report("\n".join(lines))
+
+
 async def _db_status(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
     return {"revision": await current_revision(uow.engine), "head": head_revision()}
 
@@ -683,6 +799,61 @@ def build_parser() -> argparse.ArgumentParser:
         if verb == "update":
             p.add_argument("--set", action="append", metavar="KEY=VALUE", help="change a field")
     _paging(_sub(toks, "list", _tokens_list, "list tokens"))
+
+    sess = commands.add_parser("sessions", help="charging sessions").add_subparsers(
+        dest="verb", metavar="VERB", required=True
+    )
+    p = _sub(
+        sess,
+        "list",
+        _sessions_list,
+        "list sessions, oldest start first: id, status, station, start, kWh",
+    )
+    p.add_argument("--status", choices=SESSION_STATUSES, help="only sessions in this status")
+    p.add_argument("--station", help="only sessions on this station")
+    p.add_argument("--location", help="only sessions at this location")
+    p.add_argument("--flag", help="only sessions with this flag (closed_by_rule, meter_jump, ...)")
+    _paging(p)
+    p = _sub(sess, "show", _sessions_show, "show one session with its charging periods")
+    p.add_argument("session_id")
+    p = _sub(
+        sess,
+        "close",
+        _sessions_close,
+        "close a session no station will stop (replaced, reset, wiped): it ends at its last "
+        "trusted reading, flagged closed_by_operator, and its CDR is issued",
+    )
+    p.add_argument("session_id")
+    p.add_argument("--note", help="why it is closed (kept in the station's log)")
+
+    cdrs = commands.add_parser("cdrs", help="charge detail records (OCPI CDRs)").add_subparsers(
+        dest="verb", metavar="VERB", required=True
+    )
+    p = _sub(cdrs, "list", _cdrs_list, "list CDRs and credit CDRs, oldest first")
+    p.add_argument("--session", help="only the CDRs of this session")
+    _paging(p)
+    p = _sub(
+        cdrs,
+        "show",
+        _cdrs_show,
+        "show a CDR: its header (session, period, token, location, totals), then the "
+        "explanation of every amount, line by line (which period and price component, which "
+        "tariff element and restriction, step_size and min/max price, the one rounding); "
+        "--json prints the OCPI CDR with its explanation",
+    )
+    p.add_argument("cdr_id")
+    p = _sub(
+        cdrs,
+        "credit",
+        _cdrs_credit,
+        "credit a CDR: issue its credit CDR (id ID-C, every amount negated, the reason as "
+        "remark); --reissue also prices its session again and issues a new CDR",
+    )
+    p.add_argument("cdr_id")
+    p.add_argument("--reason", required=True, help="why (becomes the credit CDR's remark)")
+    p.add_argument(
+        "--reissue", action="store_true", help="issue a new CDR for the session after the credit"
+    )
     return parser
 
 
@@ -708,10 +879,26 @@ async def _run_action(args: argparse.Namespace, settings: Settings) -> Any:
 
 
 def _print(result: Any, as_json: bool) -> None:
+    if isinstance(result, Report):
+        print(result)
+        return
     if not as_json and isinstance(result, dict) and "items" in result and "total" in result:
         for item in result["items"]:
             if "summary" in item and "received_at" in item:  # a station's log
                 print(f"{item['received_at']}\t{item['kind']}\t{item['summary']}")
+                continue
+            if "transaction_id" in item and "kwh" in item:  # a session
+                print(
+                    f"{item['id']}\t{item['status']}\t{item['station_id']}\t"
+                    f"{item['start_date_time']}\t{item['kwh']:g} kWh"
+                )
+                continue
+            if "cdr_location" in item:  # a CDR
+                total = _money(item["total_cost"], item["currency"])
+                credit = (
+                    f"\tcredit of {item.get('credit_reference_id')}" if item.get("credit") else ""
+                )
+                print(f"{item['id']}\t{item.get('session_id', '-')}\t{total}{credit}")
                 continue
             key = item.get("id") or item.get("uid")
             label = item.get("name") or item.get("location_id") or item.get("type") or ""

@@ -73,7 +73,7 @@ def shorten(text: str | None, limit: int) -> str | None:
         return text
     cut = text[:limit]
     space = cut.rfind(" ")
-    if space >= limit // 2:
+    if text[limit] != " " and space >= limit // 2:  # else the cut falls between words
         cut = cut[:space]
     return cut.rstrip(" ,;-")
 

@@ -2,11 +2,15 @@
 
 Pure functions, object in, dict out. Locations, EVSEs, connectors, tariffs and tokens are
 their OCPI 2.2.1 documents; an EVSE adds the station that serves it. Stations and their log
-entries are ours (OCPI has no such objects).
+entries are ours (OCPI has no such objects). A session is its OCPI Session fields plus what
+only we know (station, OCPP transaction, flags, stop reason, standing CDR); a CDR is its
+issued OCPI document, with the explanation of its amounts when asked for.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from decimal import Decimal
 from typing import Any
 
 from cpms.documents import (
@@ -16,15 +20,28 @@ from cpms.documents import (
     location_to_ocpi,
     tariff_to_ocpi,
 )
-from cpms.model import ChargingStation, Connector, Evse, Location, StationEvent, Tariff, Token
+from cpms.model import (
+    Cdr,
+    ChargingPeriod,
+    ChargingStation,
+    Connector,
+    Evse,
+    Location,
+    Session,
+    StationEvent,
+    Tariff,
+    Token,
+)
 from cpms.pages import Page
 from cpms.tokens import token_to_ocpi
 
 __all__ = [
+    "cdr_view",
     "connector_view",
     "evse_view",
     "location_view",
     "page_view",
+    "session_view",
     "station_event_view",
     "station_view",
     "tariff_view",
@@ -110,3 +127,65 @@ def connector_view(connector: Connector) -> dict[str, Any]:
 def token_view(token: Token) -> dict[str, Any]:
     """Return a token as OCPI."""
     return token_to_ocpi(token)
+
+
+def _amount(value: Decimal | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _period_view(period: ChargingPeriod) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "start_date_time": format_datetime(period.start_date_time),
+        "dimensions": period.dimensions,
+    }
+    if period.tariff_id is not None:
+        view["tariff_id"] = period.tariff_id
+    return view
+
+
+def session_view(session: Session, periods: Iterable[ChargingPeriod]) -> dict[str, Any]:
+    """Return a session: its OCPI Session fields, then what only we know of it.
+
+    ``total_cost`` is ``None`` while no tariff prices the session; ``cdr_id`` names the CDR
+    standing for it (``None`` before it ends, and for a session that is not billed).
+    """
+    total = None
+    if session.total_cost_excl_vat is not None:
+        total = {
+            "excl_vat": float(session.total_cost_excl_vat),
+            "incl_vat": _amount(session.total_cost_incl_vat),
+        }
+    return {
+        "country_code": session.country_code,
+        "party_id": session.party_id,
+        "id": session.id,
+        "start_date_time": format_datetime(session.start_date_time),
+        "end_date_time": _time(session.end_date_time),
+        "kwh": float(session.energy_wh / 1000),
+        "cdr_token": session.cdr_token,
+        "auth_method": session.auth_method,
+        "authorization_reference": session.authorization_reference,
+        "location_id": session.location_id,
+        "evse_uid": session.evse_uid,
+        "connector_id": session.connector_id,
+        "meter_id": session.meter_id,
+        "currency": session.currency,
+        "charging_periods": [_period_view(period) for period in periods],
+        "total_cost": total,
+        "status": session.status,
+        "last_updated": format_datetime(session.last_updated),
+        "station_id": session.station_id,
+        "transaction_id": session.transaction_id,
+        "tariff_id": session.tariff_id,
+        "stop_reason": session.stop_reason,
+        "flags": list(session.flags or ()),
+        "cdr_id": session.cdr_id,
+    }
+
+
+def cdr_view(cdr: Cdr, *, explain: bool) -> dict[str, Any]:
+    """Return a CDR as issued (OCPI), with ``explanation`` (one line per amount) if asked."""
+    view = dict(cdr.document)
+    if explain:
+        view["explanation"] = list(cdr.explanation or ())
+    return view

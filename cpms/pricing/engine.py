@@ -25,11 +25,18 @@ The running cost of an active session and the final cost on its CDR both come fr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_CEILING, Decimal, localcontext
 from typing import Any
 
 from cpms.pricing.money import ZERO, Price
-from cpms.pricing.periods import CHARGING, PARKING, RESERVATION, Period, charging_periods
+from cpms.pricing.periods import (
+    CHARGING,
+    PARKING,
+    PRECISION,
+    RESERVATION,
+    Period,
+    charging_periods,
+)
 from cpms.pricing.tariff_plan import PriceComponent, TariffElement, TariffPlan
 from cpms.pricing.usage import Usage
 
@@ -151,8 +158,9 @@ _CATEGORY = {
 }
 
 
-def _volume(period: Period, dimension: str) -> Decimal:
-    return period.energy_wh / 1000 if dimension == "ENERGY" else period.hours
+def _quantity(period: Period, dimension: str) -> tuple[Decimal, int]:
+    """A period's quantity in base units (Wh or seconds) and how many make a billing unit."""
+    return (period.energy_wh, 1000) if dimension == "ENERGY" else (period.seconds, 3600)
 
 
 def _line(
@@ -161,19 +169,22 @@ def _line(
     dimension: str,
     element: TariffElement,
     component: PriceComponent,
-    volume: Decimal,
+    quantity: Decimal,
+    per: int = 1,
     note: str = "",
 ) -> Line:
+    # Multiply before dividing: 9030 s at 3.00/h is exactly 7.525, not 7.52499...
+    excl_vat = component.price * quantity / per
     return Line(
         period=index,
         dimension=dimension,
         category=_CATEGORY[(period.kind, dimension)],
         element=element.index,
         restrictions=dict(element.raw_restrictions) if element.raw_restrictions else None,
-        volume=volume,
+        volume=quantity / per,
         unit_price=component.price,
         vat=component.vat,
-        cost=component.cost(volume),
+        cost=Price.of(excl_vat, component.vat),
         note=note,
     )
 
@@ -209,12 +220,12 @@ def _step_line(
     element, component = period.active[dimension]
     if dimension == "ENERGY":
         quantity = sum((p.energy_wh for p in periods if "ENERGY" in p.active), ZERO)
-        unit, per = "Wh", Decimal(1000)
+        unit, per = "Wh", 1000
     else:
         quantity = sum(
             (p.seconds for p in periods if p.kind in kinds and dimension in p.active), ZERO
         )
-        unit, per = "s", Decimal(3600)
+        unit, per = "s", 3600
     step = component.step
     rounded = (quantity / step).to_integral_value(rounding=ROUND_CEILING) * step
     extra = rounded - quantity
@@ -224,7 +235,7 @@ def _step_line(
         f"step_size {step} {unit}: {dimension} total {_show(quantity)} {unit} rounded up to "
         f"{_show(rounded)} {unit}, the extra {_show(extra)} {unit} billed here"
     )
-    return _line(index, period, dimension, element, component, extra / per, note)
+    return _line(index, period, dimension, element, component, extra, per, note)
 
 
 def _bounded(bill: Bill, plan: TariffPlan) -> Price:
@@ -259,6 +270,11 @@ def price(plan: TariffPlan | None, usage: Usage, *, currency: str | None = None)
 
     ``currency`` defaults to the plan's (and to EUR without a plan).
     """
+    with localcontext(prec=PRECISION):
+        return _price(plan, usage, currency)
+
+
+def _price(plan: TariffPlan | None, usage: Usage, currency: str | None) -> Bill:
     periods = charging_periods(plan, usage)
     bill = Bill(
         currency=currency or (plan.currency if plan is not None else "EUR"),
@@ -271,7 +287,7 @@ def price(plan: TariffPlan | None, usage: Usage, *, currency: str | None = None)
             if dimension == "FLAT":
                 continue
             lines.append(
-                _line(index, period, dimension, element, component, _volume(period, dimension))
+                _line(index, period, dimension, element, component, *_quantity(period, dimension))
             )
     lines += _flat_lines(periods)
     for kinds, dimensions in (

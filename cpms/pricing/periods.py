@@ -26,7 +26,7 @@ import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_CEILING, Decimal, localcontext
 from zoneinfo import ZoneInfo
 
 from cpms.pricing.tariff_plan import PriceComponent, Restrictions, TariffElement, TariffPlan
@@ -36,6 +36,7 @@ __all__ = [
     "CHARGING",
     "CHARGING_ABOVE_W",
     "PARKING",
+    "PRECISION",
     "RESERVATION",
     "Period",
     "charging_periods",
@@ -56,6 +57,10 @@ _DIMENSIONS = {
     RESERVATION: ("TIME", "FLAT"),
 }
 _MICROSECOND = Decimal("0.000001")
+_ENERGY_QUANTUM = Decimal("1e-12")
+"""Interpolated energies are kept to a picowatt-hour, so sums of periods stay exact."""
+PRECISION = 50
+"""Decimal digits pricing works with: sums of exact inputs never round."""
 
 
 def seconds_between(start: datetime, end: datetime) -> Decimal:
@@ -190,15 +195,45 @@ def _boundaries(
                 continue
             threshold = kwh * 1000
             for interval in intervals:
-                if interval.energy_start_wh < threshold < interval.energy_end_wh:
+                if interval.energy_end_wh == threshold > interval.energy_start_wh:
+                    moments.add(interval.end)  # reached exactly at a reading
+                elif interval.energy_start_wh < threshold < interval.energy_end_wh:
                     share = (threshold - interval.energy_start_wh) / (
                         interval.energy_end_wh - interval.energy_start_wh
                     )
                     span = seconds_between(interval.start, interval.end)
                     moments.add(_after(interval.start, share * span))
     moments.update(_clock_boundaries(start, end, zone, clocks))
-    moments.update(i.start for i in intervals)
+    # A reading matters only where the judgement could change: charging vs parking, or a
+    # power or current bound crossed. Readings inside one band need no cut (energy is still
+    # interpolated from every reading), which keeps long sessions cheap to price.
+    power_bounds = sorted(
+        {b for e in elements for b in (e.restrictions.min_power, e.restrictions.max_power) if b}
+    )
+    current_bounds = sorted(
+        {b for e in elements for b in (e.restrictions.min_current, e.restrictions.max_current) if b}
+    )
+    previous: tuple[object, ...] | None = None
+    for interval in intervals:
+        band = _band(interval, power_bounds, current_bounds)
+        if band != previous:
+            moments.add(interval.start)
+            previous = band
     return sorted(m for m in moments if start <= m <= end)
+
+
+def _band(
+    interval: _Interval, power_bounds: list[Decimal], current_bounds: list[Decimal]
+) -> tuple[object, ...]:
+    """What restrictions can see of an interval: kind, and its side of every bound."""
+    power_kw = interval.power_w / 1000
+    current = interval.current_a
+    return (
+        interval.power_w >= CHARGING_ABOVE_W,
+        tuple(power_kw >= bound for bound in power_bounds),
+        current is None,
+        tuple(current is not None and current >= bound for bound in current_bounds),
+    )
 
 
 def _window_holds(r: Restrictions, clock_seconds: Decimal) -> bool:
@@ -307,7 +342,11 @@ def _phase(
             active=active,
             energy_before_wh=energy_before,
         )
-        _measure(segment, power_w / 1000, current)
+        # Every reading inside the segment shares its band; they still count for min/max.
+        inside = index
+        while inside < len(intervals) and intervals[inside].start < b:
+            _measure(segment, intervals[inside].power_w / 1000, intervals[inside].current_a)
+            inside += 1
         if periods and periods[-1].signature() == segment.signature():
             _merge(periods[-1], segment)
         else:
@@ -335,7 +374,7 @@ def _energies_at(intervals: list[_Interval], moments: list[datetime]) -> dict[da
                 interval.start, interval.end
             )
             delta = interval.energy_end_wh - interval.energy_start_wh
-            energies[moment] = interval.energy_start_wh + delta * share
+            energies[moment] = (interval.energy_start_wh + delta * share).quantize(_ENERGY_QUANTUM)
     return energies
 
 
@@ -378,6 +417,11 @@ def charging_periods(plan: TariffPlan | None, usage: Usage) -> list[Period]:
     [reservation start or session start, session end] with no gap and no overlap; a session
     of zero length has no periods.
     """
+    with localcontext(prec=PRECISION):
+        return _charging_periods(plan, usage)
+
+
+def _charging_periods(plan: TariffPlan | None, usage: Usage) -> list[Period]:
     periods: list[Period] = []
     if usage.reservation is not None and usage.reservation.start < usage.reservation.end:
         periods += _phase(

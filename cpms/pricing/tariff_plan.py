@@ -246,12 +246,13 @@ def select_tariff(
     """Pick the tariff for a session starting at ``at`` among a connector's ``tariff_ids``.
 
     Only tariffs valid at ``at`` count. The first (in the connector's order) of the best
-    wanted type wins; when none of the wanted types is listed, the first valid tariff that
-    is not ``AD_HOC_PAYMENT`` (ad hoc prices are for drivers without a contract).
+    wanted type wins. A tariff of a type the session does not call for never applies
+    (OCPI: ``PROFILE_GREEN`` is valid only when GREEN is the driver's preference, ad hoc
+    prices only for drivers without a contract): then there is no tariff.
     """
     valid = [plan for plan in candidates if plan.valid_at(at)]
     for wanted in wanted_tariff_types(ad_hoc=ad_hoc, profile=profile):
         for plan in valid:
             if plan.type == wanted:
                 return plan
-    return next((plan for plan in valid if plan.type != "AD_HOC_PAYMENT"), None)
+    return None
