@@ -506,23 +506,8 @@ async def stop_transaction(
             known=True, replayed=True, authorization=authorization, session_id=session.id
         )
 
-    session.heard_at = request.received_at
-    evse = await _evse_of(uow, session)
-    evse_number = evse.ocpp_evse_id if evse is not None and evse.ocpp_evse_id else 0
-    readings = request.meter_values
+    flags = await _store_stop_readings(uow, station_id, session, request)
     ended_at, clock_wrong = trusted_time(request.station_time, request.received_at)
-    if request.meter_stop_wh is not None:
-        final = Sample(
-            ENERGY_REGISTER,
-            request.meter_stop_wh,
-            request.meter_stop_wh,
-            unit="Wh",
-            context="Transaction.End",
-        )
-        readings = (*readings, MeterValue(request.station_time, (final,)))
-    flags = await _store_meter_values(
-        uow, station_id, evse_number, readings, request.received_at, session, evse
-    )
     if clock_wrong:
         _flag(session, "station_clock")
     if ended_at < session.start_date_time:
@@ -544,6 +529,28 @@ async def stop_transaction(
         authorization=authorization,
         session_id=session.id,
         flags=tuple(sorted(flags)),
+    )
+
+
+async def _store_stop_readings(
+    uow: UnitOfWork, station_id: str, session: Session, request: StopRequest
+) -> set[str]:
+    """Bill a stop's transaction data and its meterStop as the session's final reading."""
+    session.heard_at = request.received_at
+    evse = await _evse_of(uow, session)
+    evse_number = evse.ocpp_evse_id if evse is not None and evse.ocpp_evse_id else 0
+    readings = request.meter_values
+    if request.meter_stop_wh is not None:
+        final = Sample(
+            ENERGY_REGISTER,
+            request.meter_stop_wh,
+            request.meter_stop_wh,
+            unit="Wh",
+            context="Transaction.End",
+        )
+        readings = (*readings, MeterValue(request.station_time, (final,)))
+    return await _store_meter_values(
+        uow, station_id, evse_number, readings, request.received_at, session, evse
     )
 
 
@@ -583,22 +590,7 @@ async def _late_stop(
     authorization: Authorization | None,
 ) -> StopOutcome:
     """The station's own stop for a session we closed: bill what it reports, correct the CDR."""
-    session.heard_at = request.received_at
-    evse = await _evse_of(uow, session)
-    evse_number = evse.ocpp_evse_id if evse is not None and evse.ocpp_evse_id else 0
-    readings = request.meter_values
-    if request.meter_stop_wh is not None:
-        final = Sample(
-            ENERGY_REGISTER,
-            request.meter_stop_wh,
-            request.meter_stop_wh,
-            unit="Wh",
-            context="Transaction.End",
-        )
-        readings = (*readings, MeterValue(request.station_time, (final,)))
-    flags = await _store_meter_values(
-        uow, station_id, evse_number, readings, request.received_at, session, evse
-    )
+    flags = await _store_stop_readings(uow, station_id, session, request)
     ended_at, _ = trusted_time(request.station_time, request.received_at)
     assert session.end_date_time is not None
     session.end_date_time = max(session.end_date_time, ended_at, session.last_meter_at or ended_at)
