@@ -240,29 +240,33 @@ def _step_line(
 
 def _bounded(bill: Bill, plan: TariffPlan) -> Price:
     total = sum((line.cost for line in bill.lines), Price())
-    for bound, is_min, incl_given in (
-        (plan.min_price, True, plan.incl_vat_bounded[0]),
-        (plan.max_price, False, plan.incl_vat_bounded[1]),
-    ):
-        if bound is None:
-            continue
-        pick = max if is_min else min
-        excl = pick(total.excl_vat, bound.excl_vat)
-        if incl_given:
-            incl = pick(total.incl_vat, bound.incl_vat)
-        elif total.excl_vat:
-            incl = total.incl_vat * excl / total.excl_vat
-        else:
-            incl = excl
-        if (excl, incl) != (total.excl_vat, total.incl_vat):
-            name = "min_price" if is_min else "max_price"
-            bill.adjustments.append(
-                f"{name} {_show(bound.excl_vat)} excl. / {_show(bound.incl_vat)} incl. VAT: total "
-                f"{_show(total.excl_vat)} / {_show(total.incl_vat)} becomes "
-                f"{_show(excl)} / {_show(incl)}"
-            )
-        total = Price(excl, incl)
-    return total
+    excl = total.excl_vat
+    if plan.min_price is not None:
+        excl = max(excl, plan.min_price.excl_vat)
+    if plan.max_price is not None:
+        excl = min(excl, plan.max_price.excl_vat)
+    # Without an incl. VAT bound, incl. VAT follows excl. VAT at the session's VAT rate.
+    if excl == total.excl_vat or total.incl_vat == total.excl_vat:
+        incl = total.incl_vat if excl == total.excl_vat else excl
+    elif total.excl_vat:
+        incl = excl * (total.incl_vat / total.excl_vat)
+    else:
+        incl = excl
+    if plan.min_price is not None and plan.incl_vat_bounded[0]:
+        incl = max(incl, plan.min_price.incl_vat)
+    if plan.max_price is not None and plan.incl_vat_bounded[1]:
+        incl = min(incl, plan.max_price.incl_vat)
+    if (excl, incl) != (total.excl_vat, total.incl_vat):
+        bounds = [
+            f"{name} {_show(bound.excl_vat)} excl. / {_show(bound.incl_vat)} incl. VAT"
+            for name, bound in (("min_price", plan.min_price), ("max_price", plan.max_price))
+            if bound is not None
+        ]
+        bill.adjustments.append(
+            f"{' and '.join(bounds)}: total {_show(total.excl_vat)} / "
+            f"{_show(total.incl_vat)} becomes {_show(excl)} / {_show(incl)}"
+        )
+    return Price(excl, incl)
 
 
 def price(plan: TariffPlan | None, usage: Usage, *, currency: str | None = None) -> Bill:

@@ -30,7 +30,7 @@ from decimal import ROUND_CEILING, Decimal, localcontext
 from zoneinfo import ZoneInfo
 
 from cpms.pricing.tariff_plan import PriceComponent, Restrictions, TariffElement, TariffPlan
-from cpms.pricing.usage import Usage
+from cpms.pricing.usage import Usage, in_time_order
 
 __all__ = [
     "CHARGING",
@@ -126,7 +126,7 @@ def _intervals(usage: Usage) -> list[_Interval]:
     times = [usage.start]
     energies = [Decimal(0)]
     currents: list[Decimal | None] = [None]
-    for point in sorted(usage.points, key=lambda p: p.at):
+    for point in in_time_order(usage.points):
         at = min(max(point.at, usage.start), usage.end)
         if at == times[-1]:
             energies[-1] = max(energies[-1], point.energy_wh)
@@ -374,7 +374,9 @@ def _energies_at(intervals: list[_Interval], moments: list[datetime]) -> dict[da
                 interval.start, interval.end
             )
             delta = interval.energy_end_wh - interval.energy_start_wh
-            energies[moment] = (interval.energy_start_wh + delta * share).quantize(_ENERGY_QUANTUM)
+            energy = (interval.energy_start_wh + delta * share).quantize(_ENERGY_QUANTUM)
+            # Readings finer than the quantum: never step outside the interval's own range.
+            energies[moment] = min(max(energy, interval.energy_start_wh), interval.energy_end_wh)
     return energies
 
 

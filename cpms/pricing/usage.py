@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-__all__ = ["MeterPoint", "ReservationSpan", "Usage"]
+__all__ = ["MeterPoint", "ReservationSpan", "Usage", "in_time_order"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +59,17 @@ class Usage:
         if self.end < self.start:
             raise ValueError(f"session ends ({self.end}) before it starts ({self.start})")
         previous = Decimal(0)
-        for point in self.points:
+        for point in in_time_order(self.points):
             if point.energy_wh < previous:
                 raise ValueError(
                     f"billed energy went down at {point.at}: {point.energy_wh} < {previous} Wh"
                 )
             previous = point.energy_wh
+
+
+def in_time_order(points: Sequence[MeterPoint]) -> list[MeterPoint]:
+    """Points by time; at one instant by energy, then current: never by list order."""
+    return sorted(
+        points,
+        key=lambda p: (p.at, p.energy_wh, p.current_a is not None, p.current_a or Decimal(0)),
+    )
