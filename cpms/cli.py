@@ -45,6 +45,7 @@ from cpms.sessions import (
     close_by_operator,
     get_session,
     list_sessions,
+    lost_race_is_conflict,
 )
 from cpms.station_lifecycle import approve_station, list_station_events
 from cpms.stations import StationChanges
@@ -417,7 +418,10 @@ async def _sessions_show(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Setti
 
 
 async def _sessions_close(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
-    async with uow() as unit:
+    async with (
+        uow() as unit,
+        lost_race_is_conflict(f"session {a.session_id} was closed meanwhile"),
+    ):
         session = await close_by_operator(unit, a.session_id, now=utcnow(), note=a.note)
         view = session_view(session, session.charging_periods)
         await unit.commit()
@@ -439,7 +443,7 @@ async def _cdrs_show(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings)
 
 
 async def _cdrs_credit(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
-    async with uow() as unit:
+    async with uow() as unit, lost_race_is_conflict(f"CDR {a.cdr_id} was credited meanwhile"):
         credit, replacement = await credit_cdr(
             unit, a.cdr_id, reason=a.reason, now=utcnow(), reissue=a.reissue
         )

@@ -1,22 +1,28 @@
 """Charging sessions as the operator sees them: list and read them, close a stuck one by hand.
 
-Queries only, plus ``close_by_operator``, which is ``session_closing.close_session`` for a
-person (flag ``closed_by_operator``) returning the session as stored afterwards. A session is
-loaded with its charging periods in one extra query per page (``selectinload``), never one
-per session. Every function takes an entered unit of work and never commits.
+Queries, plus ``close_by_operator``, which is ``session_closing.close_session`` for a person
+(flag ``closed_by_operator``) returning the session as stored afterwards. A session is loaded
+with its charging periods in one extra query per page (``selectinload``), never one per
+session. Every function takes an entered unit of work and never commits; the operator's
+adapters commit inside ``lost_race_is_conflict``, because two people (or a person and the
+sweep) may act on one session or CDR at once and the database's unique keys decide who was
+first.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import String, cast, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from cpms.errors import InvalidRequest, NotFound
+from cpms.errors import Conflict, InvalidRequest, NotFound
 from cpms.model import Session
 from cpms.pages import Page, fetch_page
 from cpms.session_closing import close_session
@@ -28,6 +34,7 @@ __all__ = [
     "close_by_operator",
     "get_session",
     "list_sessions",
+    "lost_race_is_conflict",
 ]
 
 SESSION_STATUSES = ("ACTIVE", "COMPLETED", "INVALID", "PENDING", "RESERVATION")
@@ -122,3 +129,18 @@ async def close_by_operator(
     """
     await close_session(uow, session_id, now=now, by_rule=False, note=note)
     return await get_session(uow, session_id)
+
+
+@asynccontextmanager
+async def lost_race_is_conflict(conflict: str) -> AsyncIterator[None]:
+    """Raise ``Conflict(conflict)`` for a unique key another transaction took first.
+
+    A CDR's key (``credit/<id>``, ``<session>/<n>``) is unique, so of two credits of one CDR,
+    or two closes of one session, racing past their checks, the second fails at its flush or
+    commit: nothing of it is stored, and the caller is told it lost, not that something broke.
+    Put it around the work and the commit; the unit of work rolls back as it always does.
+    """
+    try:
+        yield
+    except IntegrityError:
+        raise Conflict(conflict) from None

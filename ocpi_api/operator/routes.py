@@ -4,23 +4,36 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime
 from importlib import resources
 from typing import Any
 
 from aiohttp import web
 
 from cpms import locations, stations, tariffs, tokens
+from cpms.cdrs import CdrFilter, credit_cdr, get_cdr, list_cdrs
 from cpms.commands import send_command
-from cpms.errors import InvalidRequest, NotFound
+from cpms.documents import parse_datetime
+from cpms.errors import DocumentError, InvalidRequest, NotFound
 from cpms.locations import EvseWiring
+from cpms.model import utcnow
+from cpms.sessions import (
+    SessionFilter,
+    close_by_operator,
+    get_session,
+    list_sessions,
+    lost_race_is_conflict,
+)
 from cpms.station_lifecycle import approve_station, list_station_events
 from cpms.station_port import StationPort
 from cpms.stations import StationChanges
 from cpms.views import (
+    cdr_view,
     connector_view,
     evse_view,
     location_view,
     page_view,
+    session_view,
     station_event_view,
     station_view,
     tariff_view,
@@ -522,6 +535,138 @@ async def retire_token(request: web.Request) -> web.Response:
         **_our_party(request),
     )
     return web.json_response(token_view(token))
+
+
+# Sessions and CDRs ---------------------------------------------------------------------------
+
+
+def _date_query(request: web.Request, name: str) -> datetime | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        return parse_datetime(raw, name)
+    except DocumentError as error:
+        raise InvalidRequest(f"query parameter {error}") from None
+
+
+def _bool_query(request: web.Request, name: str) -> bool | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if raw not in ("true", "false"):
+        raise InvalidRequest(f"query parameter {name} must be true or false, not {raw!r}")
+    return raw == "true"
+
+
+async def _optional_object(request: web.Request) -> dict[str, Any]:
+    """The JSON object sent, ``{}`` for an empty body."""
+    text = await request.text()
+    if not text.strip():
+        return {}
+    body = json.loads(text)
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    return body
+
+
+def _only(body: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise InvalidRequest(f"unknown field {unknown[0]!r} (allowed: {sorted(allowed)})")
+
+
+@routes.get("/sessions")
+async def list_charging_sessions(request: web.Request) -> web.Response:
+    """Sessions oldest first, narrowed by status, station, location, update time or flag."""
+    offset, limit = _paging(request)
+    where = SessionFilter(
+        status=request.query.get("status"),
+        station_id=request.query.get("station_id"),
+        location_id=request.query.get("location_id"),
+        date_from=_date_query(request, "date_from"),
+        date_to=_date_query(request, "date_to"),
+        flag=request.query.get("flag"),
+    )
+    async with _context(request).uow() as uow:
+        page = await list_sessions(uow, where, offset=offset, limit=limit)
+        items = [session_view(s, s.charging_periods) for s in page.items]
+    return web.json_response(page_view(page, items))
+
+
+@routes.get("/sessions/{session_id}")
+async def get_charging_session(request: web.Request) -> web.Response:
+    async with _context(request).uow() as uow:
+        session = await get_session(uow, request.match_info["session_id"])
+        return web.json_response(session_view(session, session.charging_periods))
+
+
+@routes.post("/sessions/{session_id}/close")
+async def close_charging_session(request: web.Request) -> web.Response:
+    """Close a session no station will stop, at its last trusted reading; issue its CDR."""
+    body = await _optional_object(request)
+    _only(body, {"note"})
+    note = body.get("note")
+    if note is not None and not isinstance(note, str):
+        raise InvalidRequest("note must be a string")
+    session_id = request.match_info["session_id"]
+    async with (
+        _context(request).uow() as uow,
+        lost_race_is_conflict(f"session {session_id} was closed meanwhile"),
+    ):
+        session = await close_by_operator(uow, session_id, now=utcnow(), note=note)
+        view = session_view(session, session.charging_periods)
+        await uow.commit()
+    return web.json_response(view)
+
+
+@routes.get("/cdrs")
+async def list_charge_detail_records(request: web.Request) -> web.Response:
+    """CDRs oldest first, narrowed by session, issue time or credit."""
+    offset, limit = _paging(request)
+    where = CdrFilter(
+        session_id=request.query.get("session_id"),
+        date_from=_date_query(request, "date_from"),
+        date_to=_date_query(request, "date_to"),
+        credit=_bool_query(request, "credit"),
+    )
+    async with _context(request).uow() as uow:
+        page = await list_cdrs(uow, where, offset=offset, limit=limit)
+    return web.json_response(page_view(page, [cdr_view(c, explain=False) for c in page.items]))
+
+
+@routes.get("/cdrs/{cdr_id}")
+async def get_charge_detail_record(request: web.Request) -> web.Response:
+    async with _context(request).uow() as uow:
+        cdr = await get_cdr(uow, request.match_info["cdr_id"])
+    return web.json_response(cdr_view(cdr, explain=True))
+
+
+@routes.post("/cdrs/{cdr_id}/credit")
+async def credit_charge_detail_record(request: web.Request) -> web.Response:
+    """Credit a CDR; with ``reissue``, price its session again and issue a new CDR."""
+    body = await _object(request)
+    _only(body, {"reason", "reissue"})
+    reason = body.get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        raise InvalidRequest('"reason" is required: say why (it becomes the credit\'s remark)')
+    reissue = body.get("reissue", False)
+    if not isinstance(reissue, bool):
+        raise InvalidRequest("reissue must be true or false")
+    cdr_id = request.match_info["cdr_id"]
+    async with (
+        _context(request).uow() as uow,
+        lost_race_is_conflict(f"CDR {cdr_id} was credited meanwhile"),
+    ):
+        credit, replacement = await credit_cdr(
+            uow, cdr_id, reason=reason, now=utcnow(), reissue=reissue
+        )
+        await uow.commit()
+    answer = {
+        "credit": cdr_view(credit, explain=True),
+        "replacement": cdr_view(replacement, explain=True) if replacement is not None else None,
+    }
+    return web.json_response(answer, status=201)
 
 
 def create_operator_app() -> web.Application:
