@@ -123,6 +123,7 @@ def both(excl: str, incl: str) -> Price:
 
 # --- the scenarios -------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Scenario:
     """One hand-priced session under one official tariff."""
