@@ -29,7 +29,7 @@ from cpms.events import CdrIssued
 from cpms.model import Cdr, MeterSample, Session
 from cpms.pages import Page, fetch_page
 from cpms.pricing import CHARGING, PARKING, Bill, Price
-from cpms.session_pricing import bill_session, periods_to_ocpi, store_periods
+from cpms.session_pricing import apply_bill, bill_session, periods_to_ocpi
 from cpms.unit_of_work import UnitOfWork
 
 __all__ = [
@@ -217,22 +217,26 @@ async def _next_key(uow: UnitOfWork, session_id: str) -> str:
 
 
 async def issue_cdr(
-    uow: UnitOfWork, session: Session, *, now: datetime, remark: str | None = None
+    uow: UnitOfWork,
+    session: Session,
+    *,
+    now: datetime,
+    remark: str | None = None,
+    bill: Bill | None = None,
 ) -> Cdr | None:
     """Issue the CDR of a COMPLETED session that has none standing; return it.
 
-    Returns the standing CDR if there is one, and ``None`` for a session that is not
-    COMPLETED (INVALID sessions are not billed).
+    ``bill`` is the session's final bill when the caller has just priced it (and stored
+    it); otherwise it is priced here. Returns the standing CDR if there is one, and
+    ``None`` for a session that is not COMPLETED (INVALID sessions are not billed).
     """
     if session.status != "COMPLETED" or session.end_date_time is None:
         return None
     if session.cdr_id is not None:
         return await uow.session.get(Cdr, session.cdr_id)
-    bill = await bill_session(uow, session)
-    await store_periods(uow, session, bill)
-    if session.tariff_id is not None:
-        total = bill.total_cost
-        session.total_cost_excl_vat, session.total_cost_incl_vat = total.excl_vat, total.incl_vat
+    if bill is None:
+        bill = await bill_session(uow, session)
+        await apply_bill(uow, session, bill)
     cdr_id = str(uuid.uuid4())
     document = cdr_document(
         session,

@@ -570,13 +570,14 @@ async def finish_billing(
     Never raises for a pricing problem: the station's stop must be answered whatever
     happens here. The session is flagged and the CDR sweep issues the CDR later.
     """
-    if await refresh_running_cost(uow, session) is None or session.status != "COMPLETED":
+    bill = await refresh_running_cost(uow, session)
+    if bill is None or session.status != "COMPLETED":
         return
     try:
         if correction is not None and session.cdr_id is not None:
             await credit_cdr(uow, session.cdr_id, reason=correction, now=now, reissue=True)
         else:
-            await issue_cdr(uow, session, now=now)
+            await issue_cdr(uow, session, now=now, bill=bill)
     except Exception:
         logging.getLogger("cpms.cdrs").exception("session %s: CDR not issued", session.id)
         _flag(session, "pricing_failed")

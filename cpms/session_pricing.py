@@ -11,7 +11,6 @@ changes nothing, and the running cost and the final cost come from the same code
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -31,7 +30,6 @@ from cpms.model import (
 )
 from cpms.pricing import (
     CHARGING,
-    PARKING,
     RESERVATION,
     Bill,
     MeterPoint,
@@ -46,6 +44,7 @@ from cpms.unit_of_work import UnitOfWork
 
 __all__ = [
     "DEFAULT_CURRENCY",
+    "apply_bill",
     "bill_session",
     "cdr_location_of",
     "period_dimensions",
@@ -54,10 +53,8 @@ __all__ = [
     "record_billed_reading",
     "refresh_running_cost",
     "seal_session",
-    "session_hours",
     "shorten",
     "store_periods",
-    "tariffs_of",
 ]
 
 log = logging.getLogger("cpms.pricing")
@@ -265,18 +262,13 @@ async def refresh_running_cost(uow: UnitOfWork, session: Session) -> Bill | None
         if "pricing_failed" not in session.flags:
             session.flags = [*session.flags, "pricing_failed"]
         return None
+    await apply_bill(uow, session, bill)
+    return bill
+
+
+async def apply_bill(uow: UnitOfWork, session: Session, bill: Bill) -> None:
+    """Store a bill on its session: charging periods, and total cost when a tariff applies."""
     await store_periods(uow, session, bill)
     if session.tariff_id is not None:
         total = bill.total_cost
         session.total_cost_excl_vat, session.total_cost_incl_vat = total.excl_vat, total.incl_vat
-    return bill
-
-
-def session_hours(bill: Bill) -> tuple[Decimal, Decimal]:
-    """(total hours charging and parking, hours parking) of a bill."""
-    return bill.hours(CHARGING, PARKING), bill.hours(PARKING)
-
-
-def tariffs_of(session: Session) -> Sequence[dict[str, Any]]:
-    """The OCPI Tariff documents sealed at start (what the CDR carries)."""
-    return list(session.tariffs or ())
