@@ -271,6 +271,35 @@ OPTIONS: tuple[Option, ...] = (
         "operator API bearer token (unset: one is generated on first start)",
         "http",
     ),
+    Option(
+        "secret_key_file",
+        "cpms.key",
+        _text(255),
+        "file with the key that encrypts partners' OCPI tokens in the database "
+        "(created on first start; keep it out of database backups)",
+        "http",
+    ),
+    Option(
+        "ocpi_command_timeout",
+        60.0,
+        _seconds,
+        "seconds an eMSP is told to wait for a command's result (OCPI CommandResponse)",
+        "http",
+    ),
+    Option(
+        "ocpi_authorize_timeout",
+        5.0,
+        _seconds,
+        "seconds to wait for an eMSP's real-time token authorization",
+        "http",
+    ),
+    Option(
+        "ocpi_push_retry_max",
+        600.0,
+        _seconds,
+        "longest wait (s) between two tries of a push to a partner that is down",
+        "http",
+    ),
     # Database
     Option(
         "database_url",
@@ -375,6 +404,10 @@ class Settings:
     http_port: int = 8080
     public_url: str | None = None
     admin_token: str | None = None
+    secret_key_file: str = "cpms.key"
+    ocpi_command_timeout: float = 60.0
+    ocpi_authorize_timeout: float = 5.0
+    ocpi_push_retry_max: float = 600.0
     database_url: str = "sqlite+aiosqlite:///./cpms.db"
     auto_migrate: bool = True
     country_code: str = "NL"

@@ -95,10 +95,11 @@ def uow(engine: AsyncEngine) -> UnitOfWorkFactory:
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
+def settings(database_url: str, tmp_path: Path) -> Settings:
     """Settings for a node on free loopback ports with a known operator token."""
     return Settings(
         database_url=database_url,
+        secret_key_file=str(tmp_path / "cpms.key"),
         ocpp_port=0,
         http_port=0,
         admin_token=ADMIN_TOKEN,

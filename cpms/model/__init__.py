@@ -8,6 +8,7 @@ is UTC and SI-normalised (Wh, W, A); money is ``Decimal``.
 from cpms.model.base import Base, utcnow
 from cpms.model.cdr import Cdr
 from cpms.model.location import Connector, Evse, Location
+from cpms.model.ocpi import OcpiCommand, OcpiPush
 from cpms.model.outbox import AdminToken, OutboxEntry
 from cpms.model.partner import OcpiPartner
 from cpms.model.reservation import Reservation
@@ -29,7 +30,9 @@ __all__ = [
     "Evse",
     "Location",
     "MeterSample",
+    "OcpiCommand",
     "OcpiPartner",
+    "OcpiPush",
     "OutboxEntry",
     "Reservation",
     "Session",
