@@ -32,10 +32,14 @@ from cpms.group_commit import GroupCommitter
 from cpms.locations import DefaultLocation
 from cpms.model import utcnow
 from cpms.operator_access import ensure_admin_token
+from cpms.secrets import TokenVault
 from cpms.session_closing import sweep
 from cpms.station_lifecycle import log_station_event, record_offline, record_online
 from cpms.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from ocpi_api import HttpContext, create_app
+from ocpi_api.client import OcpiClient
+from ocpi_api.push import Pusher
+from ocpi_api.realtime_auth import OcpiRemoteAuthorizer
 from ocpp_gateway import OcppServer, OcppVersion, v16
 from ocpp_gateway.server import StationProfile
 from ocpp_gateway.services import StationServices
@@ -74,9 +78,23 @@ class Runtime:
         self.uow = UnitOfWorkFactory(self.engine)
         self.generated_admin_token: str | None = None
         self.committer = GroupCommitter(self.uow)
+        self.vault = TokenVault.from_file(settings.secret_key_file)
+        self.ocpi_client = OcpiClient(
+            country_code=settings.country_code, party_id=settings.party_id
+        )
         self.authorizer = Authorizer(
             Operator(settings.country_code, settings.party_id),
+            OcpiRemoteAuthorizer(
+                self.uow, self.vault, self.ocpi_client, timeout=settings.ocpi_authorize_timeout
+            ),
             accept_unknown=settings.accept_unknown_tokens,
+        )
+        self.pusher = Pusher(
+            self.uow,
+            self.vault,
+            self.ocpi_client,
+            retry_max=settings.ocpi_push_retry_max,
+            base_url=self.base_url,
         )
         services = StationServices(
             uow=self.uow,
@@ -198,6 +216,9 @@ class Runtime:
                     health=self.health,
                     base_url=self.base_url,
                     station_port=self.station_port,
+                    vault=self.vault,
+                    ocpi_client=self.ocpi_client,
+                    wake_pusher=self.pusher.wake,
                 )
             )
             self._http_runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -206,6 +227,7 @@ class Runtime:
             await site.start()
             self._http_port = _bound_port(site)
             self._sweeper = asyncio.create_task(self._sweep_forever(), name="session-sweep")
+            await self.pusher.start()
         except BaseException:
             await self.stop()
             raise
@@ -216,6 +238,7 @@ class Runtime:
 
     async def stop(self) -> None:
         """Stop accepting, close connections, and close the database."""
+        await self.pusher.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -227,6 +250,7 @@ class Runtime:
             await self._http_runner.cleanup()
             self._http_runner = None
         await self.committer.stop()
+        await self.ocpi_client.close()
         await self.engine.dispose()
 
     async def health(self) -> dict[str, Any]:

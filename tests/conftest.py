@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from ocpi_peer import EmspPeer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -117,3 +118,10 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
         yield node
     finally:
         await node.stop()
+
+
+@pytest.fixture
+async def emsp_peer() -> AsyncIterator[EmspPeer]:
+    """A started eMSP test peer on loopback (see ``tests/ocpi_peer.py``)."""
+    async with EmspPeer() as peer:
+        yield peer
