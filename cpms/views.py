@@ -18,8 +18,10 @@ from cpms.documents import (
     evse_to_ocpi,
     format_datetime,
     location_to_ocpi,
+    session_to_ocpi,
     tariff_to_ocpi,
 )
+from cpms.documents.sessions import SESSION_FIELDS
 from cpms.model import (
     Cdr,
     ChargingPeriod,
@@ -133,47 +135,19 @@ def _amount(value: Decimal | None) -> float | None:
     return None if value is None else float(value)
 
 
-def _period_view(period: ChargingPeriod) -> dict[str, Any]:
-    view: dict[str, Any] = {
-        "start_date_time": format_datetime(period.start_date_time),
-        "dimensions": period.dimensions,
-    }
-    if period.tariff_id is not None:
-        view["tariff_id"] = period.tariff_id
-    return view
-
-
 def session_view(session: Session, periods: Iterable[ChargingPeriod]) -> dict[str, Any]:
     """Return a session: its OCPI Session fields, then what only we know of it.
 
     ``total_cost`` is ``None`` while no tariff prices the session; ``cdr_id`` names the CDR
     standing for it (``None`` before it ends, and for a session that is not billed).
     """
-    total = None
-    if session.total_cost_excl_vat is not None:
-        total = {
-            "excl_vat": float(session.total_cost_excl_vat),
-            "incl_vat": _amount(session.total_cost_incl_vat),
-        }
-    return {
-        "country_code": session.country_code,
-        "party_id": session.party_id,
-        "id": session.id,
-        "start_date_time": format_datetime(session.start_date_time),
-        "end_date_time": _time(session.end_date_time),
-        "kwh": float(session.energy_wh / 1000),
-        "cdr_token": session.cdr_token,
-        "auth_method": session.auth_method,
-        "authorization_reference": session.authorization_reference,
-        "location_id": session.location_id,
-        "evse_uid": session.evse_uid,
-        "connector_id": session.connector_id,
-        "meter_id": session.meter_id,
-        "currency": session.currency,
-        "charging_periods": [_period_view(period) for period in periods],
-        "total_cost": total,
-        "status": session.status,
-        "last_updated": format_datetime(session.last_updated),
+    ocpi = session_to_ocpi(session, periods)
+    # The operator sees every field, null where unknown (OCPI leaves those out).
+    view = {key: ocpi.get(key) for key in SESSION_FIELDS}
+    view["evse_uid"], view["connector_id"] = session.evse_uid, session.connector_id
+    if view["total_cost"] is not None:
+        view["total_cost"].setdefault("incl_vat", None)
+    return view | {
         "station_id": session.station_id,
         "transaction_id": session.transaction_id,
         "tariff_id": session.tariff_id,

@@ -25,6 +25,7 @@ from cpms.documents.schema import (
     validate,
     validate_subschema,
 )
+from cpms.documents.sessions import charging_period_to_ocpi, session_to_ocpi
 from cpms.documents.tariffs import apply_tariff, tariff_from_ocpi, tariff_to_ocpi
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "apply_evse",
     "apply_location",
     "apply_tariff",
+    "charging_period_to_ocpi",
     "connector_from_ocpi",
     "connector_to_ocpi",
     "evse_from_ocpi",
@@ -45,6 +47,7 @@ __all__ = [
     "location_from_ocpi",
     "location_to_ocpi",
     "parse_datetime",
+    "session_to_ocpi",
     "tariff_from_ocpi",
     "tariff_to_ocpi",
     "validate",

@@ -72,6 +72,8 @@ class Session(Base):
     cdr_location: Mapped[dict[str, Any] | None]
     time_zone: Mapped[str | None] = mapped_column(String(255))
     voltage_v: Mapped[Decimal | None]
+    # The driver's OCPI ChargingPreferences, as the eMSP last set them.
+    charging_preferences: Mapped[dict[str, Any] | None]
     # The CDR currently standing for this session (a correction replaces it).
     cdr_id: Mapped[str | None] = mapped_column(String(39))
     last_updated: Mapped[datetime] = mapped_column(default=utcnow, index=True)
