@@ -31,4 +31,4 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache cpms.egg-info
+	rm -rf $(VENV) .venv-extrawest .pytest_cache .ruff_cache cpms.egg-info

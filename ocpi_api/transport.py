@@ -3,8 +3,9 @@
 - ``OcpiError``: raised by handlers, rendered as the envelope with the right HTTP and OCPI
   status; every other failure (unknown route 404, wrong method 405, invalid JSON 400, core
   errors, bugs) is rendered in the envelope too, by ``ocpi_errors_middleware``.
-- ``functional_middleware``: on functional modules, token A is refused (401) and the
-  ``OCPI-from-*``/``OCPI-to-*`` routing headers are set on the answer (from us, to the caller).
+- ``routing_headers_middleware``: on functional modules the ``OCPI-from-*``/``OCPI-to-*``
+  routing headers are set on every answer, errors included (from us, to the caller);
+  ``token_a_middleware``: token A is refused there (401).
 - ``read_json``, ``add_route`` (path with and without a trailing slash), ``caller_party``.
 """
 
@@ -29,9 +30,10 @@ __all__ = [
     "OcpiError",
     "add_route",
     "caller_party",
-    "functional_middleware",
     "ocpi_errors_middleware",
     "read_json",
+    "routing_headers_middleware",
+    "token_a_middleware",
 ]
 
 log = logging.getLogger("ocpi_api")
@@ -98,26 +100,38 @@ def _module_of(request: web.Request) -> str:
 
 
 @web.middleware
-async def functional_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse token A outside configuration modules; set routing headers on the answer."""
-    module = _module_of(request)
+async def routing_headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Set ``OCPI-from-*`` (us) and ``OCPI-to-*`` (the caller) on every functional answer.
+
+    Outermost, so error answers carry them too (CHECKLIST 1.10: every response).
+    """
+    response = await handler(request)
+    if _module_of(request) not in CONFIGURATION_MODULES:
+        settings = request.config_dict[CONTEXT].settings
+        response.headers["OCPI-from-country-code"] = settings.country_code
+        response.headers["OCPI-from-party-id"] = settings.party_id
+        party = caller_party(request)
+        if party is not None:
+            response.headers["OCPI-to-country-code"] = party[0]
+            response.headers["OCPI-to-party-id"] = party[1]
+    return response
+
+
+@web.middleware
+async def token_a_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse token A outside configuration modules (HTTP 401, CHECKLIST 1.3)."""
     caller = request.get(CALLER)
-    if module in CONFIGURATION_MODULES:
-        return await handler(request)
-    if caller is not None and caller.token_kind is TokenKind.REGISTRATION:
+    if (
+        _module_of(request) not in CONFIGURATION_MODULES
+        and caller is not None
+        and caller.token_kind is TokenKind.REGISTRATION
+    ):
         raise OcpiError(
             OcpiStatus.CLIENT_ERROR,
             "token A only opens versions and credentials; register first",
             http_status=401,
         )
-    response = await handler(request)
-    settings = request.config_dict[CONTEXT].settings
-    response.headers["OCPI-from-country-code"] = settings.country_code
-    response.headers["OCPI-from-party-id"] = settings.party_id
-    party = caller_party(request)
-    if party is not None:
-        response.headers["OCPI-to-country-code"], response.headers["OCPI-to-party-id"] = party
-    return response
+    return await handler(request)
 
 
 @web.middleware

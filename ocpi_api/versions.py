@@ -15,7 +15,12 @@ from ocpi_api.auth import ocpi_auth_middleware
 from ocpi_api.context import CONTEXT
 from ocpi_api.envelope import ocpi_response
 from ocpi_api.modules import MODULES
-from ocpi_api.transport import add_route, functional_middleware, ocpi_errors_middleware
+from ocpi_api.transport import (
+    add_route,
+    ocpi_errors_middleware,
+    routing_headers_middleware,
+    token_a_middleware,
+)
 
 __all__ = ["VERSION", "create_ocpi_app", "endpoints", "version_details_url", "versions_url"]
 
@@ -57,7 +62,12 @@ async def get_version_details(request: web.Request) -> web.Response:
 def create_ocpi_app() -> web.Application:
     """Build the ``/ocpi`` sub-application."""
     app = web.Application(
-        middlewares=[ocpi_errors_middleware, ocpi_auth_middleware, functional_middleware]
+        middlewares=[
+            routing_headers_middleware,
+            ocpi_errors_middleware,
+            ocpi_auth_middleware,
+            token_a_middleware,
+        ]
     )
     add_route(app, "GET", "/versions", get_versions)
     add_route(app, "GET", f"/{VERSION}", get_version_details)
