@@ -11,6 +11,11 @@ The one exception is ``cpms stations command``: a station's websocket lives in t
 server, so that verb asks the server, over its operator API (``POST
 /api/stations/{id}/commands/{name}``), with the operator token.
 
+``cpms ocpi`` manages OCPI partners. ``invite``, ``partners`` work on the database; ``register``,
+``update`` and ``unregister`` also talk to the partner from this process (the OCPI client of
+``ocpi_api``, and the key file that seals partners' tokens), while the partner calls back the
+running server: like ``cpms.runtime``, these verbs compose the core with the OCPI adapter.
+
 Exit codes: 0 done, 1 the operation was refused (not found, conflict, invalid document; for a
 command also: the station is offline, not booted, answered an error or did not answer in
 time), 2 bad usage or configuration.
@@ -37,8 +42,10 @@ from cpms.database import create_engine, current_revision, head_revision, prepar
 from cpms.documents import load_documents
 from cpms.errors import ConfigError, CpmsError, SchemaOutOfDate
 from cpms.locations import EvseWiring
-from cpms.model import Cdr, utcnow
+from cpms.model import Cdr, OcpiPartner, utcnow
+from cpms.partners import invite_partner, list_partners, partner_summary
 from cpms.pricing.money import minor_unit
+from cpms.secrets import TokenVault
 from cpms.sessions import (
     SESSION_STATUSES,
     SessionFilter,
@@ -512,6 +519,143 @@ async def _db_upgrade(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings
     return await _db_status(a, uow, s)
 
 
+# OCPI partners -------------------------------------------------------------------------------
+
+
+def _our_versions_url(s: Settings) -> str:
+    from ocpi_api.versions import versions_url  # the OCPI verbs only (see the docstring)
+
+    return versions_url(s.base_url())
+
+
+def _vault(s: Settings) -> TokenVault:
+    path = Path(s.secret_key_file)
+    created = not path.exists()
+    vault = TokenVault.from_file(path)
+    if created:
+        print(
+            f"cpms: warning: created the key file {path}; `cpms serve` must use the same file "
+            "(CPMS_SECRET_KEY_FILE) to call the partner",
+            file=sys.stderr,
+        )
+    return vault
+
+
+async def _with_partner_client(s: Settings, step: Callable[[Any, Any], Awaitable[Any]]) -> Any:
+    """Run ``step(vault, client)`` with an OCPI client of ours, closed afterwards."""
+    from ocpi_api.client import OcpiClient  # the OCPI verbs only (see the docstring)
+    from ocpi_api.registration import RegistrationFailed
+
+    vault = _vault(s)
+    client = OcpiClient(country_code=s.country_code, party_id=s.party_id)
+    try:
+        return await step(vault, client)
+    except RegistrationFailed as error:
+        raise CpmsError(f"OCPI {int(error.status_code)}: {error.message}") from None
+    finally:
+        await client.close()
+
+
+async def _partner_shown(uow: UnitOfWorkFactory, partner_id: int) -> dict[str, Any]:
+    async with uow() as unit:
+        return partner_summary(await unit.get(OcpiPartner, partner_id, kind="partner"))
+
+
+async def _ocpi_invite(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    partner_id, token = await invite_partner(uow(), a.name or "")
+    url = _our_versions_url(s)
+    if a.json:
+        return {"versions_url": url, "token": token}
+    return Report(
+        f"Invited partner {partner_id}. Give the partner both, over a secure channel:\n"
+        f"  versions URL  {url}\n"
+        f"  token A       {token}\n"
+        "Token A is shown only now and registers once: the partner POSTs its credentials\n"
+        "with it to our credentials endpoint while `cpms serve` runs."
+    )
+
+
+def _token_a(a: argparse.Namespace) -> str:
+    token = sys.stdin.readline().strip() if a.token == "-" else a.token
+    if not token:
+        raise UsageError("--token: the partner's token A is empty")
+    return str(token)
+
+
+async def _ocpi_register(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    from ocpi_api.registration import our_roles, register
+
+    token_a = _token_a(a)
+
+    async def step(vault: Any, client: Any) -> int:
+        return await register(
+            uow,
+            vault,
+            client,
+            name=a.name or "",
+            versions_url=a.versions_url,
+            token_a=token_a,
+            our_versions_url=_our_versions_url(s),
+            our_roles=our_roles(s),
+        )
+
+    return await _partner_shown(uow, await _with_partner_client(s, step))
+
+
+async def _ocpi_update(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    from ocpi_api.registration import our_roles, update
+
+    async def step(vault: Any, client: Any) -> None:
+        await update(
+            uow,
+            vault,
+            client,
+            a.partner_id,
+            our_versions_url=_our_versions_url(s),
+            our_roles=our_roles(s),
+        )
+
+    await _with_partner_client(s, step)
+    return await _partner_shown(uow, a.partner_id)
+
+
+async def _ocpi_unregister(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    from ocpi_api.registration import unregister
+
+    async def step(vault: Any, client: Any) -> str | None:
+        return await unregister(uow, vault, client, a.partner_id)
+
+    problem = await _with_partner_client(s, step)
+    if problem:
+        print(
+            f"cpms: warning: partner {a.partner_id} did not confirm ({problem}); "
+            "it is unregistered here all the same: its token no longer works",
+            file=sys.stderr,
+        )
+    return await _partner_shown(uow, a.partner_id)
+
+
+async def _ocpi_partners(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    shown = [partner_summary(partner) for partner in await list_partners(uow())]
+    if a.json:
+        return shown
+    lines = [
+        "\t".join(
+            (
+                str(item["id"]),
+                item["name"] or "-",
+                item["state"],
+                item["version"] or "-",
+                ",".join(f"{r['role']} {r['country_code']}*{r['party_id']}" for r in item["roles"])
+                or "-",
+                ",".join(item["modules"]) or "-",
+            )
+        )
+        for item in shown
+    ]
+    return Report("\n".join(lines) if lines else "(no partners: `cpms ocpi invite` makes one)")
+
+
 # The parser ----------------------------------------------------------------------------------
 
 
@@ -638,6 +782,80 @@ def _command_parser(parent: Any) -> None:
         help="print the server's whole answer (command, status, response, problems) on one line",
     )
     _add_settings_flags(p, ("config",))
+
+
+_OCPI_HELP = """\
+OCPI 2.2.1 partners (eMSPs, hubs): registration in both directions.
+
+A partner registers with us: `cpms ocpi invite` prints our versions URL and a
+token A; the partner, given both over a secure channel, POSTs its credentials
+to the running server (`cpms serve`) and receives the token it calls us with.
+
+We register with a partner: `cpms ocpi register` with the versions URL and the
+token A the partner gave us. The partner reads our versions URL during that
+handshake, so `cpms serve` must be running and reachable at CPMS_PUBLIC_URL.
+
+Tokens are never printed after the fact: ours are stored hashed, the partner's
+encrypted with the key in CPMS_SECRET_KEY_FILE (the same file `cpms serve` uses).
+"""
+
+_OCPI_SETTINGS = ("http_host", "http_port", "public_url", "secret_key_file")
+"""Settings the OCPI verbs need beyond the database: our public URL, the token key file."""
+
+
+def _ocpi_parser(commands: Any) -> None:
+    ocpi = commands.add_parser(
+        "ocpi",
+        help="OCPI partners: invite, register, update, unregister, list",
+        description=_OCPI_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    ).add_subparsers(dest="verb", metavar="VERB", required=True)
+    p = _sub(
+        ocpi,
+        "invite",
+        _ocpi_invite,
+        "invite a partner: print our versions URL and a single-use token A to give it; "
+        "--json prints {versions_url, token}",
+    )
+    p.add_argument("--name", help="the partner's name (default: its business name, once known)")
+    _add_settings_flags(p, _OCPI_SETTINGS)
+    p = _sub(
+        ocpi,
+        "register",
+        _ocpi_register,
+        "register with a partner that gave us its versions URL and a token A (we POST our "
+        "credentials; `cpms serve` must run: the partner reads our versions meanwhile)",
+    )
+    p.add_argument("--versions-url", required=True, help="the partner's OCPI versions URL")
+    p.add_argument(
+        "--token", required=True, help="the token A the partner gave us (- reads it from stdin)"
+    )
+    p.add_argument("--name", help="the partner's name (default: its business name)")
+    _add_settings_flags(p, _OCPI_SETTINGS)
+    p = _sub(
+        ocpi,
+        "update",
+        _ocpi_update,
+        "update our registration with a partner (PUT): read its versions again and rotate "
+        "the tokens of both sides",
+    )
+    p.add_argument("partner_id", type=int)
+    _add_settings_flags(p, _OCPI_SETTINGS)
+    p = _sub(
+        ocpi,
+        "unregister",
+        _ocpi_unregister,
+        "unregister a partner (DELETE at the partner, if registered): its token stops "
+        "working here at once; an invitation is withdrawn",
+    )
+    p.add_argument("partner_id", type=int)
+    _add_settings_flags(p, _OCPI_SETTINGS)
+    _sub(
+        ocpi,
+        "partners",
+        _ocpi_partners,
+        "list partners: id, name, state, version, roles, modules (never a token)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -858,6 +1076,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--reissue", action="store_true", help="issue a new CDR for the session after the credit"
     )
+    _ocpi_parser(commands)
     return parser
 
 

@@ -4,6 +4,11 @@ OCPI 2.2.x sends the token Base64-encoded, 2.1.1 and many 2.2 peers send it raw;
 itself says to cope with both (CHECKLIST 1.4), so both are accepted: a value that decodes as
 Base64 to printable ASCII is looked up decoded first, then as given. A request without a
 token we know gets HTTP 401 in an OCPI envelope.
+
+The request carries who called (``CALLER``) and the token that matched (``TOKEN``): the
+credentials module needs the token itself, since we keep only its hash (a GET answers it
+back; POST, PUT and DELETE are allowed only for the token they were presented with).
+Nothing is written per request.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from cpms.partners import Caller, identify_caller
 from ocpi_api.context import CONTEXT
 from ocpi_api.envelope import OcpiStatus, ocpi_response
 
-__all__ = ["CALLER", "candidate_tokens", "ocpi_auth_middleware"]
+__all__ = ["CALLER", "TOKEN", "candidate_tokens", "ocpi_auth_middleware"]
 
 CALLER = web.RequestKey("ocpi_caller", Caller)
+TOKEN = web.RequestKey("ocpi_token", str)
+"""The token the caller presented, decoded (only ever kept in memory)."""
 
 
 def candidate_tokens(header: str | None) -> list[str]:
@@ -50,6 +57,7 @@ async def ocpi_auth_middleware(request: web.Request, handler: Handler) -> web.St
         caller = await identify_caller(context.uow(), token)
         if caller is not None:
             request[CALLER] = caller
+            request[TOKEN] = token
             return await handler(request)
     return ocpi_response(
         request,
