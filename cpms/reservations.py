@@ -7,8 +7,11 @@ the tariff's ``reservation: RESERVATION`` elements. A reservation that ends unus
 COMPLETED with a reservation-only CDR: ``RESERVATION_EXPIRES`` elements when it expired,
 ``RESERVATION`` elements when it was cancelled.
 
-Who makes reservations (the operator's ReserveNow command, OCPI's ReserveNow) is the
-adapters' business; they call these functions once the station has accepted.
+Who makes reservations (the operator's ReserveNow command, OCPI's ReserveNow through
+``cpms.remote_control``) is not this module's business; they call these functions once the
+station has accepted. A partner's reservation is found by the partner's own id
+(``live_reservation``), which is never sent to a station. ``expire_reservations`` ends the
+reservations whose time ran out unused (a 1.6 station drops them silently).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from cpms.charging import finish_billing
@@ -32,10 +35,60 @@ from cpms.session_pricing import (
 )
 from cpms.unit_of_work import UnitOfWork
 
-__all__ = ["EXPIRED", "end_reservation", "open_reservation_session"]
+__all__ = [
+    "EXPIRED",
+    "LIVE",
+    "end_reservation",
+    "expire_reservations",
+    "live_reservation",
+    "open_reservation_session",
+]
 
 EXPIRED = "reservation_expired"
 """Flag of a reservation session that ended unused because its time ran out."""
+LIVE = ("REQUESTED", "ACCEPTED")
+"""Statuses of a reservation that still holds (or may soon hold) an EVSE."""
+
+
+async def live_reservation(
+    uow: UnitOfWork, partner_id: int, external_id: str, *, location_id: str | None = None
+) -> Reservation | None:
+    """Return a partner's live reservation with the partner's own id (newest first).
+
+    Ids are OCPI CiStrings, compared case-insensitively; ``location_id`` narrows the search
+    (OCPI: the same id at the same location replaces a reservation).
+    """
+    query = (
+        select(Reservation)
+        .where(
+            Reservation.partner_id == partner_id,
+            func.lower(Reservation.external_id) == external_id.lower(),
+            Reservation.status.in_(LIVE),
+        )
+        .order_by(Reservation.created_at.desc(), Reservation.id.desc())
+        .limit(1)
+    )
+    if location_id is not None:
+        query = query.where(Reservation.location_id == location_id)
+    return await uow.session.scalar(query)
+
+
+async def expire_reservations(uow: UnitOfWork, *, now: datetime) -> int:
+    """End every live reservation whose expiry passed unused; returns how many (no commit).
+
+    An accepted one gets its session COMPLETED with a reservation-only CDR
+    (``end_reservation(expired=True)``); one the station never accepted is just EXPIRED.
+    """
+    expired = list(
+        await uow.session.scalars(
+            select(Reservation.id).where(
+                Reservation.status.in_(LIVE), Reservation.expiry_date < now
+            )
+        )
+    )
+    for reservation_id in expired:
+        await end_reservation(uow, reservation_id, now=now, expired=True)
+    return len(expired)
 
 
 async def open_reservation_session(

@@ -32,6 +32,8 @@ from cpms.group_commit import GroupCommitter
 from cpms.locations import DefaultLocation
 from cpms.model import utcnow
 from cpms.operator_access import ensure_admin_token
+from cpms.remote_control import expire_commands
+from cpms.reservations import expire_reservations
 from cpms.secrets import TokenVault
 from cpms.session_closing import sweep
 from cpms.station_lifecycle import log_station_event, record_offline, record_online
@@ -171,6 +173,7 @@ class Runtime:
         while True:
             await asyncio.sleep(interval)
             try:
+                await self._expire_overdue()
                 report = await sweep(self.uow, now=utcnow(), stuck_after=stuck_after)
             except Exception:
                 log.exception("session sweep failed; trying again in %.0f s", interval)
@@ -181,6 +184,17 @@ class Runtime:
                     len(report.closed),
                     len(report.cdrs_issued),
                 )
+
+    async def _expire_overdue(self) -> None:
+        """Answer TIMEOUT for commands past their deadline; end reservations past expiry."""
+        async with self.uow() as uow:
+            expired = await expire_commands(uow, utcnow())
+            await uow.commit()
+        if expired:
+            self.pusher.wake()
+        async with self.uow() as uow:
+            await expire_reservations(uow, now=utcnow())
+            await uow.commit()
 
     # Lifecycle
 
