@@ -3,9 +3,26 @@
 OCPP Authorize and StartTransaction (1.6), Authorize and TransactionEvent (2.0.1) and remote
 starts all ask ``Authorizer.authorize``. Tokens are looked up in the token table, where the
 operator's own tokens (``source='local'``) and tokens eMSPs push over OCPI (``source='ocpi'``)
-live side by side. A token whose ``whitelist`` says the eMSP must be asked every time, or a
-token nobody pushed, goes to the ``RemoteAuthorizer`` when one is plugged in (OCPI real-time
-authorization); without one, it is not allowed.
+live side by side. In order:
+
+1. A token an eMSP sent us in an OCPI START_SESSION or RESERVE_NOW command in the last 15
+   minutes (at this location, when the location is known) is allowed without asking anyone:
+   the eMSP authorized it before sending the command, and OCPI forbids asking again
+   (CHECKLIST 7.4). The session gets the command's token and authorization reference.
+2. A known token is decided by its ``whitelist`` (OCPI WhitelistType, CHECKLIST 6.3):
+
+   - ``ALWAYS``: locally (valid: ALLOWED, else BLOCKED); real-time asking is not allowed.
+   - ``ALLOWED``: locally as well. The eMSP lets us choose; we choose the cache, because
+     the driver is waiting at the charger and the eMSP told us the cache is good enough.
+   - ``ALLOWED_OFFLINE``: the eMSP is asked; only when it cannot be reached do we decide
+     locally (valid: ALLOWED, else BLOCKED).
+   - ``NEVER``: the eMSP is asked; when it cannot be reached, NOT_ALLOWED.
+
+   ``valid=false`` does not spare asking where the whitelist says to ask: the eMSP may
+   have re-validated the token since it last told us.
+3. A uid nobody pushed goes to the ``RemoteAuthorizer`` (which asks every eMSP we could
+   ask); when nobody knows it, it is allowed with our own CdrToken if ``accept_unknown``,
+   else UNKNOWN.
 
 Decisions use OCPI's ``AllowedType`` vocabulary plus ``UNKNOWN``; the gateway maps them to
 its OCPP version's status values.
@@ -14,15 +31,19 @@ its OCPP version's status values.
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import select
 
-from cpms.model import Token
+from cpms.model import OcpiCommand, Token, utcnow
 from cpms.unit_of_work import UnitOfWork
 
 __all__ = [
+    "COMMAND_GRACE",
+    "REMOTE_DECISION_TTL",
     "Authorization",
     "AuthorizationStatus",
     "Authorizer",
@@ -33,6 +54,17 @@ __all__ = [
 
 # Search order when several tokens share a uid: cards first, as OCPP idTags mostly are.
 _TYPE_ORDER = ("RFID", "APP_USER", "AD_HOC_USER", "OTHER")
+
+#: How long after an OCPI START_SESSION / RESERVE_NOW its token needs no authorization at
+#: the charger (OCPI 2.2.1 Commands: "no real-time auth ... within 15 minutes").
+COMMAND_GRACE = timedelta(minutes=15)
+#: Commands whose token the eMSP authorized before sending them.
+_AUTHORIZING_COMMANDS = ("START_SESSION", "RESERVE_NOW")
+
+#: Seconds a remote ALLOWED stands for the same uid and location; see ``_RemoteDecisions``.
+REMOTE_DECISION_TTL = 180.0
+#: Remote decisions kept at most; beyond it the oldest go (a bound, not a tuning knob).
+_REMOTE_DECISIONS_MAX = 10_000
 
 
 class AuthorizationStatus(enum.StrEnum):
@@ -55,6 +87,10 @@ class Operator:
     party_id: str
 
 
+#: OCPI AuthMethod of a session, by where its authorization came from.
+_AUTH_METHODS = {"command": "COMMAND", "remote": "AUTH_REQUEST"}
+
+
 @dataclass(frozen=True, slots=True)
 class Authorization:
     """A decision about one presented token."""
@@ -69,13 +105,20 @@ class Authorization:
     """The eMSP that issued the token, when it came over OCPI."""
     authorization_reference: str | None = None
     source: str = "unknown"
-    """Where the decision came from: "local", "ocpi", "remote" or "unknown"."""
+    """Where the decision came from: "local" or "ocpi" (the token table), "remote" (the
+    eMSP answered in real time), "command" (an eMSP's START_SESSION or RESERVE_NOW), or
+    "unknown" (nobody knows the uid)."""
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def allowed(self) -> bool:
         """Whether charging may start."""
         return self.status is AuthorizationStatus.ALLOWED
+
+    @property
+    def auth_method(self) -> str:
+        """The OCPI AuthMethod of a session started with this decision."""
+        return _AUTH_METHODS.get(self.source, "WHITELIST")
 
 
 class RemoteAuthorizer(Protocol):
@@ -109,6 +152,41 @@ def _unknown_cdr_token(uid: str, operator: Operator) -> dict[str, Any]:
     }
 
 
+class _RemoteDecisions:
+    """Remote ALLOWED decisions of the last few minutes, per (uid, location).
+
+    A station sends Authorize, then StartTransaction for the same idTag moments later, and
+    StopTransaction may carry it again. Only the first may ask the eMSP: the others run inside
+    the group-commit transaction (``cpms.group_commit``), where waiting seconds on an eMSP
+    would hold every other station's writes. The eMSP has just said yes for this uid here, so
+    asking again would add nothing but that wait. Only ALLOWED is kept: a refusal must not
+    outlive the eMSP changing its mind. The memory is per process, which is enough because a
+    station's messages all reach the node that holds its websocket.
+    """
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._kept: dict[tuple[str, str | None], tuple[float, Authorization]] = {}
+
+    def get(self, uid: str, location_id: str | None) -> Authorization | None:
+        now = time.monotonic()
+        # An Authorize carries no location (OCPP 1.6); the start that follows at a known
+        # location is the same driver at the same charger.
+        for key in ((uid, location_id), (uid, None)):
+            kept = self._kept.get(key)
+            if kept is not None and kept[0] > now:
+                return kept[1]
+        return None
+
+    def put(self, uid: str, location_id: str | None, decision: Authorization) -> None:
+        now = time.monotonic()
+        if len(self._kept) >= _REMOTE_DECISIONS_MAX:
+            self._kept = {k: v for k, v in self._kept.items() if v[0] > now}
+            while len(self._kept) >= _REMOTE_DECISIONS_MAX:
+                del self._kept[next(iter(self._kept))]
+        self._kept[(uid, location_id)] = (now + self.ttl, decision)
+
+
 class Authorizer:
     """Decides about presented tokens; see the module docstring."""
 
@@ -118,33 +196,57 @@ class Authorizer:
         remote: RemoteAuthorizer | None = None,
         *,
         accept_unknown: bool = False,
+        remote_ttl: float = REMOTE_DECISION_TTL,
     ) -> None:
         self.operator = operator
         self.remote = remote
         self.accept_unknown = accept_unknown
         """Allow uids nobody issued (free charging, demos); they still get a CdrToken."""
+        self._remembered = _RemoteDecisions(remote_ttl)
 
     async def authorize(
         self, uow: UnitOfWork, uid: str, *, location_id: str | None = None
     ) -> Authorization:
         """Decide whether ``uid`` may charge (at ``location_id``); ``uow`` must be entered."""
+        commanded = await self._commanded(uow, uid, location_id)
+        if commanded is not None:
+            return commanded
         token = await self._find(uow, uid)
-        if token is None or token.whitelist == "NEVER":
-            if self.remote is not None:
-                decision = await self.remote.authorize(uid, token, location_id=location_id)
-                if decision is not None:
-                    return decision
-            if token is None:
-                status = (
-                    AuthorizationStatus.ALLOWED
-                    if self.accept_unknown
-                    else AuthorizationStatus.UNKNOWN
-                )
-                return Authorization(status, uid, _unknown_cdr_token(uid, self.operator))
-            return self._decision(token, AuthorizationStatus.NOT_ALLOWED, "issuer unreachable")
+        if token is None:
+            decision = await self._ask(uid, None, location_id)
+            if decision is not None:
+                return decision
+            status = (
+                AuthorizationStatus.ALLOWED if self.accept_unknown else AuthorizationStatus.UNKNOWN
+            )
+            return Authorization(status, uid, _unknown_cdr_token(uid, self.operator))
+        if token.whitelist in ("ALWAYS", "ALLOWED"):
+            return self._local(token)
+        decision = await self._ask(uid, token, location_id)
+        if decision is not None:
+            return decision
+        if token.whitelist == "ALLOWED_OFFLINE":
+            return self._local(token, offline=True)
+        return self._decision(token, AuthorizationStatus.NOT_ALLOWED, "issuer unreachable")
+
+    async def _ask(
+        self, uid: str, token: Token | None, location_id: str | None
+    ) -> Authorization | None:
+        if self.remote is None:
+            return None
+        remembered = self._remembered.get(uid, location_id)
+        if remembered is not None:
+            return remembered
+        decision = await self.remote.authorize(uid, token, location_id=location_id)
+        if decision is not None and decision.allowed:
+            self._remembered.put(uid, location_id, decision)
+        return decision
+
+    def _local(self, token: Token, *, offline: bool = False) -> Authorization:
         if not token.valid:
             return self._decision(token, AuthorizationStatus.BLOCKED, "token is not valid")
-        return self._decision(token, AuthorizationStatus.ALLOWED)
+        why = "issuer unreachable; its token may charge offline" if offline else ""
+        return self._decision(token, AuthorizationStatus.ALLOWED, why)
 
     @staticmethod
     def _decision(token: Token, status: AuthorizationStatus, why: str = "") -> Authorization:
@@ -157,6 +259,42 @@ class Authorizer:
             source=token.source,
             details={"reason": why} if why else {},
         )
+
+    @staticmethod
+    async def _commanded(
+        uow: UnitOfWork, uid: str, location_id: str | None
+    ) -> Authorization | None:
+        """The decision an eMSP's recent START_SESSION / RESERVE_NOW for ``uid`` stands for."""
+        commands = await uow.session.scalars(
+            select(OcpiCommand)
+            .where(
+                OcpiCommand.id_tag == uid,
+                OcpiCommand.command.in_(_AUTHORIZING_COMMANDS),
+                OcpiCommand.state != "TIMEOUT",
+                OcpiCommand.created_at >= utcnow() - COMMAND_GRACE,
+            )
+            .order_by(OcpiCommand.created_at.desc())
+        )
+        for command in commands:
+            request = command.request or {}
+            wanted = str(request.get("location_id") or "")
+            if location_id is not None and wanted.upper() != location_id.upper():
+                continue
+            token = request.get("token") or {}
+            return Authorization(
+                AuthorizationStatus.ALLOWED,
+                uid,
+                {
+                    name: token.get(name)
+                    for name in ("country_code", "party_id", "uid", "type", "contract_id")
+                },
+                group_id=token.get("group_id"),
+                partner_id=command.partner_id,
+                authorization_reference=request.get("authorization_reference"),
+                source="command",
+                details={"command": command.command, "command_id": command.id},
+            )
+        return None
 
     @staticmethod
     async def _find(uow: UnitOfWork, uid: str) -> Token | None:

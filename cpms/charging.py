@@ -224,7 +224,7 @@ async def start_transaction(
         status="ACTIVE" if authorization.allowed else "INVALID",
         start_date_time=started_at,
         cdr_token=authorization.cdr_token,
-        auth_method="WHITELIST" if authorization.source != "remote" else "AUTH_REQUEST",
+        auth_method=authorization.auth_method,
         authorization_reference=authorization.authorization_reference,
         meter_id=station.meter_serial_number,
         meter_start_wh=request.meter_start_wh,

@@ -1,29 +1,43 @@
-"""Local tokens: the RFID cards and other ids the operator authorizes drivers with.
+"""Tokens: the operator's own, and those eMSPs push over OCPI. Never deleted, only invalidated.
 
-Local tokens carry our own country code and party id and are shaped like OCPI 2.2.1 Token,
-so the one authorization service reads them like the tokens eMSPs push. They are never
-deleted: retiring one sets ``valid`` to false.
+Local tokens are the RFID cards and other ids the operator authorizes drivers with; they carry
+our own country code and party id. Partner tokens arrive through the OCPI Tokens receiver
+(``put_partner_token``, ``patch_partner_token``) and carry the eMSP's country code and party
+id and the partner they came from. Both are shaped like OCPI 2.2.1 Token, so the one
+authorization service reads them alike. Retiring a token sets ``valid`` to false.
+
+Partner tokens are keyed as OCPI keys them (CHECKLIST 6.1): country code, party id, uid
+compared case-insensitively, and type. Spec: OCPI 2.2.1 module Tokens.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
-from cpms.errors import Conflict, InvalidRequest, NotFound
+from cpms.documents.datetimes import format_datetime, parse_datetime
+from cpms.errors import Conflict, DocumentError, InvalidRequest, NotFound
 from cpms.events import TokenChanged
 from cpms.model import Token, utcnow
 from cpms.pages import Page, fetch_page
 from cpms.unit_of_work import UnitOfWork
 
 __all__ = [
+    "OCPI_TOKEN_FIELDS",
     "TOKEN_FIELDS",
+    "TOKEN_TYPES",
+    "check_ocpi_token",
     "create_token",
+    "get_partner_token",
     "get_token",
     "list_tokens",
+    "patch_partner_token",
+    "put_partner_token",
     "retire_token",
     "token_to_ocpi",
     "update_token",
@@ -71,9 +85,27 @@ def _boolean(value: object) -> bool:
 
 
 def _energy_contract(value: object) -> dict[str, Any]:
-    if not isinstance(value, dict) or not isinstance(value.get("supplier_name"), str):
-        raise ValueError("an object with supplier_name (and optionally contract_id)")
-    return value
+    # OCPI EnergyContract: supplier_name string(64), contract_id string(64) optional.
+    problem = "an object with supplier_name (and optionally contract_id), each at most 64 long"
+    if not isinstance(value, dict):
+        raise ValueError(problem)
+    contract: dict[str, Any] = {}
+    for name in ("supplier_name", "contract_id"):
+        item = value.get(name)
+        if item is None and name == "contract_id":
+            continue
+        try:
+            contract[name] = _text(64)(item)
+        except ValueError:
+            raise ValueError(problem) from None
+    return contract
+
+
+def _date_time(value: object) -> datetime:
+    try:
+        return parse_datetime(value, "last_updated")  # type: ignore[arg-type]
+    except DocumentError as error:
+        raise ValueError(error.problem) from None
 
 
 #: Field name -> checker, for the fields an operator may set on a local token.
@@ -90,6 +122,27 @@ TOKEN_FIELDS: dict[str, Any] = {
     "default_profile_type": _one_of(*PROFILE_TYPES),
     "energy_contract": _energy_contract,
 }
+#: Field name -> checker, for the fields of an OCPI Token an eMSP pushes (CHECKLIST 6.3).
+OCPI_TOKEN_FIELDS: dict[str, Any] = {
+    "country_code": _ci_string(2),
+    "party_id": _ci_string(3),
+    **TOKEN_FIELDS,
+    "last_updated": _date_time,
+}
+#: What an OCPI Token PUT must carry (OCPI cardinality 1).
+OCPI_TOKEN_REQUIRED = (
+    "country_code",
+    "party_id",
+    "uid",
+    "type",
+    "contract_id",
+    "issuer",
+    "valid",
+    "whitelist",
+    "last_updated",
+)
+#: Fields that name a token: a PATCH may repeat them, never change them.
+_OCPI_KEY = ("country_code", "party_id", "uid", "type")
 _REQUIRED = ("uid",)
 _OPTIONAL_NULLABLE = (
     "visual_number",
@@ -136,7 +189,7 @@ def token_to_ocpi(token: Token) -> dict[str, Any]:
         "language": token.language,
         "default_profile_type": token.default_profile_type,
         "energy_contract": token.energy_contract,
-        "last_updated": token.last_updated.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "last_updated": format_datetime(token.last_updated),
     }
     return {key: value for key, value in document.items() if value is not None}
 
@@ -155,9 +208,9 @@ async def _find(uow: UnitOfWork, country_code: str, party_id: str, uid: str, typ
     return token
 
 
-def _event(token: Token) -> TokenChanged:
+def _event(token: Token, *, at: datetime | None = None) -> TokenChanged:
     return TokenChanged(
-        occurred_at=token.last_updated,
+        occurred_at=at or token.last_updated,
         country_code=token.country_code,
         party_id=token.party_id,
         uid=token.uid,
@@ -242,3 +295,154 @@ async def retire_token(
     return await update_token(
         uow, uid, {"valid": False}, country_code=country_code, party_id=party_id, type_=type_
     )
+
+
+# Partner tokens (the OCPI Tokens receiver) -----------------------------------------------------
+
+
+def check_ocpi_token(document: object, *, partial: bool) -> dict[str, Any]:
+    """Check an OCPI Token (a PATCH when ``partial``); return its known fields, parsed.
+
+    Unknown fields are ignored (CHECKLIST 1.12). A PUT must carry every required field and
+    its absent optional fields become null, since a PUT replaces (CHECKLIST 1.5). A PATCH must
+    carry ``last_updated`` and may not null a field: a PATCH cannot remove information.
+    Raise ``InvalidRequest`` saying what is wrong.
+    """
+    if not isinstance(document, dict):
+        raise InvalidRequest("a token must be a JSON object")
+    checked: dict[str, Any] = {}
+    for name, check in OCPI_TOKEN_FIELDS.items():
+        if name not in document:
+            continue
+        value = document[name]
+        if value is None and not partial and name in _OPTIONAL_NULLABLE:
+            checked[name] = None
+            continue
+        if value is None and partial:
+            raise InvalidRequest(f"token field {name!r}: a PATCH cannot remove information")
+        try:
+            checked[name] = check(value)
+        except ValueError as error:
+            raise InvalidRequest(f"token field {name!r}: expected {error}") from None
+    required = ("last_updated",) if partial else OCPI_TOKEN_REQUIRED
+    missing = [name for name in required if name not in checked]
+    if missing:
+        raise InvalidRequest("token field(s) required: " + ", ".join(missing))
+    if not partial:
+        for name in _OPTIONAL_NULLABLE:
+            checked.setdefault(name, None)
+    return checked
+
+
+def _check_key(
+    values: Mapping[str, Any], country_code: str, party_id: str, uid: str, type_: str | None
+) -> None:
+    """Refuse a body that names another token than its URL (CHECKLIST 1.5, 6.1)."""
+    expected = {"country_code": country_code, "party_id": party_id, "uid": uid, "type": type_}
+    for name in _OCPI_KEY:
+        given, wanted = values.get(name), expected[name]
+        if given is None or wanted is None:
+            continue
+        if given.upper() != wanted.upper():  # CiString: case-insensitive (types are upper)
+            raise InvalidRequest(f"token field {name!r} is {given!r} but the URL names {wanted!r}")
+
+
+async def _find_partner_token(
+    uow: UnitOfWork, country_code: str, party_id: str, uid: str, type_: str
+) -> Token | None:
+    key = (
+        Token.country_code == country_code.upper(),
+        Token.party_id == party_id.upper(),
+        Token.type == type_,
+    )
+    token = await uow.session.scalar(select(Token).where(*key, Token.uid == uid))
+    if token is None:
+        # uid is a CiString: the eMSP may spell it in another case than it stored it with.
+        # The exact match above uses the uid index; this one is the rarer second look.
+        token = await uow.session.scalar(
+            select(Token).where(*key, func.lower(Token.uid) == uid.lower())
+        )
+    return token
+
+
+def _partner_token_missing(country_code: str, party_id: str, uid: str, type_: str) -> NotFound:
+    return NotFound("token", f"{country_code}/{party_id}/{uid} ({type_})")
+
+
+async def get_partner_token(
+    uow: UnitOfWork, partner_id: int, *, country_code: str, party_id: str, uid: str, type_: str
+) -> Token:
+    """Return a token the partner pushed, or raise ``NotFound``."""
+    async with uow:
+        token = await _find_partner_token(uow, country_code, party_id, uid, type_)
+        if token is None or token.partner_id != partner_id:
+            raise _partner_token_missing(country_code, party_id, uid, type_)
+        return token
+
+
+async def put_partner_token(
+    uow: UnitOfWork,
+    partner_id: int,
+    document: object,
+    *,
+    country_code: str,
+    party_id: str,
+    uid: str,
+    type_: str | None,
+) -> tuple[Token, bool]:
+    """Create or replace a partner's token from an OCPI Token PUT; return it and if it is new.
+
+    The URL's ``country_code``, ``party_id``, ``uid`` and ``type_`` (None: the body's type)
+    must name the body's token, case-insensitively, else ``InvalidRequest``. A token of the
+    same key that belongs to someone else raises ``Conflict``.
+    """
+    values = check_ocpi_token(document, partial=False)
+    _check_key(values, country_code, party_id, uid, type_)
+    values["country_code"] = values["country_code"].upper()
+    values["party_id"] = values["party_id"].upper()
+    async with uow:
+        token = await _find_partner_token(
+            uow, country_code, party_id, values["uid"], values["type"]
+        )
+        created = token is None
+        if token is None:
+            token = Token(source="ocpi", partner_id=partner_id, **values)
+            uow.session.add(token)
+        elif token.source != "ocpi" or token.partner_id != partner_id:
+            raise Conflict(f"token {values['uid']!r} ({values['type']}) belongs to another party")
+        else:
+            for name, value in values.items():
+                setattr(token, name, value)
+        uow.record(_event(token, at=utcnow()))
+        try:
+            await uow.commit()
+        except IntegrityError:
+            # Two PUTs of one new token at once: the other one created it first.
+            raise Conflict(f"token {values['uid']!r} was created meanwhile; try again") from None
+        return token, created
+
+
+async def patch_partner_token(
+    uow: UnitOfWork,
+    partner_id: int,
+    changes: object,
+    *,
+    country_code: str,
+    party_id: str,
+    uid: str,
+    type_: str,
+) -> Token:
+    """Change fields of a partner's token from an OCPI Token PATCH (never its key)."""
+    values = check_ocpi_token(changes, partial=True)
+    _check_key(values, country_code, party_id, uid, type_)
+    for name in _OCPI_KEY:
+        values.pop(name, None)
+    async with uow:
+        token = await _find_partner_token(uow, country_code, party_id, uid, type_)
+        if token is None or token.partner_id != partner_id:
+            raise _partner_token_missing(country_code, party_id, uid, type_)
+        for name, value in values.items():
+            setattr(token, name, value)
+        uow.record(_event(token, at=utcnow()))
+        await uow.commit()
+        return token

@@ -33,6 +33,7 @@ from cpms.station_lifecycle import (
     BootReport,
     BootStatus,
     StatusReport,
+    load_station,
     log_station_event,
     record_boot,
     record_heartbeat,
@@ -97,7 +98,11 @@ class _Handlers:
 
     async def authorize(self, context: CallContext, call: Call) -> Payload:
         async with self.services.uow() as uow:
-            decision = await self.services.authorizer.authorize(uow, call.payload["idTag"])
+            # The eMSP asked in real time wants the location (OCPI LocationReferences).
+            station = await load_station(uow, context.station_id)
+            decision = await self.services.authorizer.authorize(
+                uow, call.payload["idTag"], location_id=station.location_id
+            )
         return {"idTagInfo": id_tag_info(decision)}
 
     async def boot_notification(self, context: CallContext, call: Call) -> Payload:

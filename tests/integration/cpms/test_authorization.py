@@ -4,15 +4,22 @@ Covers ``cpms.authorization.Authorizer``: valid, invalid and unknown tokens, the
 passed through, unknown tokens accepted with our own CdrToken when configured, tokens that
 must always be asked of their issuer (``whitelist`` NEVER), a real-time issuer consulted
 for unknown and NEVER tokens with its answer used or, when it cannot be reached, the local
-decision, and which token wins when several share a uid.
+decision, and which token wins when several share a uid. Then the OCPI WhitelistType rules
+(ALWAYS and ALLOWED decided here, ALLOWED_OFFLINE asked with an offline fallback, ``valid``
+false never sparing a question), a remote ALLOWED remembered for a few minutes and a refusal
+not, and tokens of an eMSP's START_SESSION / RESERVE_NOW command allowed without asking for
+15 minutes at the command's location, their session marked COMMAND.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from cpms.authorization import Authorization, AuthorizationStatus, Authorizer, Operator
-from cpms.model import Token, utcnow
+from cpms.model import OcpiCommand, OcpiPartner, Token, utcnow
 from cpms.tokens import create_token
 from cpms.unit_of_work import UnitOfWorkFactory
 
@@ -247,3 +254,192 @@ async def test_a_valid_token_wins_over_an_invalid_local_one_of_the_same_uid(
     assert decision.status is AuthorizationStatus.ALLOWED
     assert decision.source == "ocpi"
     assert decision.cdr_token["party_id"] == "MSP"
+
+
+# OCPI WhitelistType ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("whitelist", ["ALWAYS", "ALLOWED"])
+async def test_always_and_allowed_tokens_are_decided_here_valid_or_not(
+    uow: UnitOfWorkFactory, whitelist: str
+) -> None:
+    await _emsp_token(uow, "OK-1", whitelist=whitelist)
+    await _emsp_token(uow, "OFF-1", whitelist=whitelist, valid=False)
+    issuer = Issuer(AuthorizationStatus.NOT_ALLOWED)
+    authorizer = Authorizer(OPERATOR, issuer)
+    assert (await _authorize(uow, authorizer, "OK-1")).status is AuthorizationStatus.ALLOWED
+    assert (await _authorize(uow, authorizer, "OFF-1")).status is AuthorizationStatus.BLOCKED
+    assert issuer.asked == []
+
+
+async def test_allowed_offline_asks_and_decides_here_only_when_nobody_answers(
+    uow: UnitOfWorkFactory,
+) -> None:
+    await _emsp_token(uow, "OFFLINE-OK", whitelist="ALLOWED_OFFLINE")
+    await _emsp_token(uow, "OFFLINE-OFF", whitelist="ALLOWED_OFFLINE", valid=False)
+    refusing = Issuer(AuthorizationStatus.EXPIRED)
+    decision = await _authorize(uow, Authorizer(OPERATOR, refusing), "OFFLINE-OK", "LOC-1")
+    assert decision.status is AuthorizationStatus.EXPIRED
+    assert decision.source == "remote"
+    unreachable = Issuer(None)
+    authorizer = Authorizer(OPERATOR, unreachable)
+    offline = await _authorize(uow, authorizer, "OFFLINE-OK")
+    assert offline.status is AuthorizationStatus.ALLOWED
+    assert offline.source == "ocpi"
+    assert offline.auth_method == "WHITELIST"
+    assert (await _authorize(uow, authorizer, "OFFLINE-OFF")).status is (
+        AuthorizationStatus.BLOCKED
+    )
+    assert [uid for uid, _, _ in unreachable.asked] == ["OFFLINE-OK", "OFFLINE-OFF"]
+
+
+@pytest.mark.parametrize("whitelist", ["ALLOWED_OFFLINE", "NEVER"])
+async def test_an_invalid_token_is_still_asked_where_its_whitelist_says_so(
+    uow: UnitOfWorkFactory, whitelist: str
+) -> None:
+    await _emsp_token(uow, "REVIVED", whitelist=whitelist, valid=False)
+    issuer = Issuer(AuthorizationStatus.ALLOWED)
+    decision = await _authorize(uow, Authorizer(OPERATOR, issuer), "REVIVED", "LOC-1")
+    assert decision.status is AuthorizationStatus.ALLOWED
+    assert decision.auth_method == "AUTH_REQUEST"
+    assert len(issuer.asked) == 1
+
+
+async def test_a_remote_allowed_is_remembered_and_a_refusal_is_not(
+    uow: UnitOfWorkFactory,
+) -> None:
+    await _emsp_token(uow, "APP-5", whitelist="NEVER")
+    issuer = Issuer(AuthorizationStatus.ALLOWED)
+    authorizer = Authorizer(OPERATOR, issuer)
+    for location_id in (None, "LOC-1", "LOC-1"):  # Authorize, StartTransaction, Stop
+        decision = await _authorize(uow, authorizer, "APP-5", location_id)
+        assert decision.authorization_reference == "AUTH-REF-1"
+    assert len(issuer.asked) == 1
+    await _authorize(uow, authorizer, "APP-6")  # another uid is asked
+    assert len(issuer.asked) == 2
+
+    refusing = Issuer(AuthorizationStatus.BLOCKED)
+    authorizer = Authorizer(OPERATOR, refusing)
+    await _authorize(uow, authorizer, "APP-5", "LOC-1")
+    await _authorize(uow, authorizer, "APP-5", "LOC-1")
+    assert len(refusing.asked) == 2
+
+    forgetful = Issuer(AuthorizationStatus.ALLOWED)
+    authorizer = Authorizer(OPERATOR, forgetful, remote_ttl=0)
+    await _authorize(uow, authorizer, "APP-5", "LOC-1")
+    await _authorize(uow, authorizer, "APP-5", "LOC-1")
+    assert len(forgetful.asked) == 2
+
+
+# Tokens of OCPI commands -----------------------------------------------------------------------
+
+APP_TOKEN = {
+    "country_code": "DE",
+    "party_id": "MSP",
+    "uid": "APP-CMD",
+    "type": "APP_USER",
+    "contract_id": "DE-MSP-APPCMD",
+    "issuer": "Some eMSP",
+    "group_id": "APP-GROUP",
+    "valid": True,
+    "whitelist": "NEVER",
+    "last_updated": "2024-01-01T00:00:00Z",
+}
+
+
+async def _command(
+    uow: UnitOfWorkFactory,
+    *,
+    command: str = "START_SESSION",
+    id_tag: str = "APP-CMD",
+    location_id: str = "LOC-1",
+    state: str = "PENDING",
+    age: timedelta = timedelta(minutes=1),
+    reference: str | None = "CMD-REF",
+) -> int:
+    """An OCPI command row as the commands module keeps it; returns the partner id."""
+    async with uow() as unit:
+        partner = OcpiPartner(name=f"emsp-{command}-{state}-{age}", state="REGISTERED")
+        unit.session.add(partner)
+        await unit.session.flush()
+        request: dict[str, Any] = {
+            "response_url": "https://emsp.example/cb",
+            "token": APP_TOKEN,
+            "location_id": location_id,
+        }
+        if reference is not None:
+            request["authorization_reference"] = reference
+        created = utcnow() - age
+        unit.session.add(
+            OcpiCommand(
+                id=f"{command}-{state}-{age.total_seconds()}-{location_id}",
+                partner_id=partner.id,
+                command=command,
+                response_url="https://emsp.example/cb",
+                request=request,
+                id_tag=id_tag,
+                state=state,
+                deadline=created + timedelta(seconds=30),
+                created_at=created,
+            )
+        )
+        await unit.commit()
+        return partner.id
+
+
+@pytest.mark.parametrize("command", ["START_SESSION", "RESERVE_NOW"])
+async def test_the_token_of_a_recent_command_is_allowed_without_asking(
+    uow: UnitOfWorkFactory, command: str
+) -> None:
+    partner_id = await _command(uow, command=command)
+    issuer = Issuer(AuthorizationStatus.BLOCKED)
+    authorizer = Authorizer(OPERATOR, issuer)
+    for location_id in ("LOC-1", "loc-1", None):
+        decision = await _authorize(uow, authorizer, "APP-CMD", location_id)
+        assert decision.status is AuthorizationStatus.ALLOWED
+        assert decision.source == "command"
+        assert decision.auth_method == "COMMAND"
+        assert decision.partner_id == partner_id
+        assert decision.authorization_reference == "CMD-REF"
+        assert decision.group_id == "APP-GROUP"
+        assert decision.cdr_token == {
+            "country_code": "DE",
+            "party_id": "MSP",
+            "uid": "APP-CMD",
+            "type": "APP_USER",
+            "contract_id": "DE-MSP-APPCMD",
+        }
+    assert issuer.asked == []
+
+
+async def test_a_command_wins_over_the_stored_token_of_its_uid(uow: UnitOfWorkFactory) -> None:
+    await _emsp_token(uow, "APP-CMD", whitelist="NEVER", valid=False)
+    await _command(uow, reference=None)
+    issuer = Issuer(AuthorizationStatus.BLOCKED)
+    decision = await _authorize(uow, Authorizer(OPERATOR, issuer), "APP-CMD", "LOC-1")
+    assert decision.source == "command"
+    assert decision.allowed is True
+    assert decision.authorization_reference is None
+    assert issuer.asked == []
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        {"command": "STOP_SESSION"},
+        {"state": "TIMEOUT"},
+        {"age": timedelta(minutes=16)},
+        {"location_id": "LOC-2"},
+        {"id_tag": "SOMEONE-ELSE"},
+    ],
+    ids=["stop-session", "timed-out", "too-old", "elsewhere", "another-token"],
+)
+async def test_commands_that_do_not_stand_for_this_token_here_and_now_are_ignored(
+    uow: UnitOfWorkFactory, command: dict[str, Any]
+) -> None:
+    await _command(uow, **command)
+    issuer = Issuer(AuthorizationStatus.BLOCKED)
+    decision = await _authorize(uow, Authorizer(OPERATOR, issuer), "APP-CMD", "LOC-1")
+    assert decision.status is AuthorizationStatus.BLOCKED
+    assert decision.source == "remote"
+    assert len(issuer.asked) == 1
