@@ -223,10 +223,14 @@ class EmspPeer:
 
     async def wait_for(self, predicate: Any, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Wait until ``predicate()`` is true (checked whenever a request arrives)."""
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                self.changed.clear()
-                await self.changed.wait()
+        try:
+            async with asyncio.timeout(timeout):
+                while not predicate():
+                    self.changed.clear()
+                    await self.changed.wait()
+        except TimeoutError:
+            seen = [f"{r.method} {r.path}" for r in self.requests]
+            raise AssertionError(f"not within {timeout} s; the peer received {seen}") from None
 
     def received(self, method: str | None = None, path_part: str = "") -> list[Recorded]:
         return [
