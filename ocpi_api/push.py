@@ -1,16 +1,125 @@
-"""The pusher: delivers queued OCPI pushes to partners (being built; see issue 5)."""
+"""The pusher: delivers what every partner must hear of, from the outbox, in order per object.
+
+One background loop per node. Each round it fans the outbox out into per-partner pushes
+(``cpms.push_queue.fan_out``), then starts one delivery task per partner (a slow partner
+holds up nobody else; ``PER_PARTNER`` of its objects at once). Per object, the oldest
+pending push that is due is claimed together with every other pending push of that object
+(a lease, so no other node sends them meanwhile), ``ocpi_api.push_bodies.plan`` renders
+the few requests that bring the partner up to date from the database as it is now, and
+each answer settles the pushes it carried:
+
+- HTTP 2xx with OCPI 1xxx: SENT (the others SUPERSEDED);
+- "unknown object" (HTTP 404 or OCPI 2003) to a PATCH or a sub-object PUT: the whole
+  object is PUT instead (CHECKLIST 1.5);
+- OCPI 2xxx (or HTTP 400/422): our payload was refused; FAILED, kept for the operator,
+  not retried unless the operator asks (``POST /api/ocpi/partners/{id}/pushes/retry``);
+- unreachable, timeout, HTTP 5xx, OCPI 3xxx or hub 4xxx (CHECKLIST 1.7, 10): tried
+  again later, after an exponential backoff from 1 s up to ``retry_max`` with jitter;
+  the whole partner pauses too, so a partner that is down is probed by one request at a
+  time, not hammered by one per object. Its first success makes everything it missed due
+  at once.
+
+Rounds run when something was committed (the pusher subscribes to the unit of work),
+when ``wake()`` is called, when a push becomes due, and at least every second (outbox rows
+other nodes wrote). Starting resumes whatever a previous run left pending; stopping lets
+the requests on their way finish (a few seconds at most) and hands the rest back.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import enum
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cpms.errors import NotFound
+from cpms.events import DomainEvent
+from cpms.model import OcpiPush, utcnow
+from cpms.partners import PartnerLink, partner_link
+from cpms.push_queue import (
+    DROPPED,
+    FAILED,
+    FAN_OUT_BATCH,
+    LEASE,
+    SENT,
+    DueHead,
+    claim,
+    due_heads,
+    fan_out,
+    make_available,
+    next_due,
+    release,
+    retry_later,
+    settle,
+)
 from cpms.secrets import TokenVault
 from cpms.unit_of_work import UnitOfWorkFactory
-from ocpi_api.client import OcpiClient
+from ocpi_api.client import OcpiClient, OcpiReply, PartnerUnreachable
+from ocpi_api.push_bodies import Step, Undeliverable, plan, whole
 
 __all__ = ["Pusher"]
 
+log = logging.getLogger("ocpi_api.push")
+
+POLL_INTERVAL = 1.0
+"""Seconds between rounds when nothing wakes the pusher (outbox rows of other nodes)."""
+HEADS_PER_ROUND = 25
+"""Objects of one partner delivered per round at most (then the others get their turn)."""
+PER_PARTNER = 4
+"""Objects of one partner on their way at once."""
+STOP_GRACE = 5.0
+"""Seconds ``stop()`` lets requests on their way finish before cancelling them."""
+LEASE_MARGIN = 15.0
+"""Seconds a lease outlives the request timeout, for the database work around it."""
+
+
+class Verdict(enum.Enum):
+    """What an answer means for the pushes a request carried."""
+
+    OK = "ok"
+    UNKNOWN = "unknown"
+    """The partner lacks the object a partial request was about."""
+    REFUSED = "refused"
+    TRANSIENT = "transient"
+
+
+def judge(step: Step, reply: OcpiReply) -> Verdict:
+    """Classify a partner's answer to ``step`` (CHECKLIST 1.7, 1.8, 10)."""
+    if reply.ok:
+        return Verdict.OK
+    if step.method == "DELETE" and reply.http_status == 404:
+        return Verdict.OK  # gone already: what the DELETE wanted
+    if not step.whole and (reply.http_status == 404 or reply.status_code == 2003):
+        return Verdict.UNKNOWN
+    code = reply.status_code or 0
+    if 2000 <= code < 3000 or (code == 0 and reply.http_status in (400, 422)):
+        return Verdict.REFUSED
+    # 3xxx server and 4xxx hub errors, HTTP 5xx, 401/403 (credentials being changed),
+    # 404 of a whole object (a wrong endpoint), anything else: worth another try later.
+    return Verdict.TRANSIENT
+
+
+def _describe(step: Step, reply: OcpiReply) -> str:
+    message = f": {reply.message}" if reply.message else ""
+    return f"{step.method} {step.url}: HTTP {reply.http_status}, OCPI {reply.status_code}{message}"
+
+
+@dataclass
+class _PartnerHealth:
+    """How a partner answered lately (this node's view)."""
+
+    failures: int = 0
+    """Transient failures in a row; more than 0: probe with one request at a time."""
+    paused_until: float = 0.0
+    """Event-loop time before which nothing is sent to the partner."""
+
 
 class Pusher:
-    """Turns outbox events into per-partner pushes and sends them."""
+    """Turns outbox events into per-partner pushes and sends them; see the module docstring."""
 
     def __init__(
         self,
@@ -22,12 +131,262 @@ class Pusher:
         base_url: object = None,
     ) -> None:
         self.uow, self.vault, self.client, self.retry_max = uow, vault, client, retry_max
+        # A lease must outlive the request it covers.
+        self.lease = max(LEASE, float(getattr(client, "timeout", 15.0)) + LEASE_MARGIN)
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._health: dict[int, _PartnerHealth] = {}
+        self._held: set[int] = set()
+        """Pushes leased by this pusher and not settled yet (handed back on stop)."""
+        self._busy: dict[int, asyncio.Task[None]] = {}
+        """Partners being delivered to, and the task doing it."""
+        uow.subscribe(self._committed)
+
+    async def _committed(self, events: Sequence[DomainEvent]) -> None:
+        # Every commit with events left outbox rows: fan them out now, not at the next poll.
+        self._wakeup.set()
 
     def wake(self) -> None:
-        """Deliver soon: something was queued."""
+        """Deliver soon: something was queued, or the operator made pushes due again."""
+        for health in self._health.values():
+            health.paused_until = 0.0  # one probe each; a partner still down pauses again
+        self._wakeup.set()
 
     async def start(self) -> None:
         """Start delivering in the background."""
+        if self._task is None:
+            self._stopping = False
+            self._task = asyncio.create_task(self._run(), name="ocpi-pusher")
 
     async def stop(self) -> None:
         """Stop delivering; what is not sent stays queued."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping = True
+        self._wakeup.set()
+        running = [task, *self._busy.values()]
+        try:
+            async with asyncio.timeout(STOP_GRACE):
+                await asyncio.shield(asyncio.gather(*running, return_exceptions=True))
+        except TimeoutError:
+            for one in running:
+                one.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+        held, self._held = list(self._held), set()
+        if held:
+            try:
+                await release(self.uow(), held, now=utcnow())
+            except Exception:
+                log.exception(
+                    "could not hand back %d leased pushes; due when leases end", len(held)
+                )
+
+    # The loop
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            self._wakeup.clear()
+            try:
+                busy = await self._round()
+            except Exception:
+                log.exception("push round failed; trying again in %.0f s", POLL_INTERVAL)
+                busy = False
+            if self._stopping:
+                break
+            if busy:
+                continue
+            delay = POLL_INTERVAL
+            with contextlib.suppress(Exception):
+                delay = await self._idle_delay()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wakeup.wait()
+
+    def _paused(self) -> list[int]:
+        now = asyncio.get_running_loop().time()
+        return [pid for pid, health in self._health.items() if health.paused_until > now]
+
+    def _skipped(self) -> list[int]:
+        """Partners not to deliver to now: backing off, or being delivered to already."""
+        return sorted({*self._paused(), *self._busy})
+
+    async def _idle_delay(self) -> float:
+        """Seconds until something may be due: a push, or a paused partner's next probe."""
+        loop_now = asyncio.get_running_loop().time()
+        delays = [POLL_INTERVAL]
+        due = await next_due(self.uow(), skip=self._skipped())
+        if due is not None:
+            delays.append((due - utcnow()).total_seconds())
+        delays += [
+            h.paused_until - loop_now for h in self._health.values() if h.paused_until > loop_now
+        ]
+        return max(0.01, min(delays))
+
+    async def _round(self) -> bool:
+        """Fan out the outbox, start delivering what is due; whether deliveries started."""
+        for _ in range(50):  # bounded: a busy outbox must not starve delivery
+            result = await fan_out(self.uow())
+            if self._stopping:
+                return False
+            if result.events < FAN_OUT_BATCH and not result.contended:
+                break
+        heads = await due_heads(
+            self.uow(), now=utcnow(), per_partner=HEADS_PER_ROUND, skip=self._skipped()
+        )
+        by_partner: dict[int, list[DueHead]] = {}
+        for head in heads:
+            by_partner.setdefault(head.partner_id, []).append(head)
+        for partner_id, partner_heads in by_partner.items():
+            health = self._health.get(partner_id)
+            if health is not None and health.failures:
+                partner_heads = partner_heads[:1]  # a probe, not a flood
+            # One task per partner: a slow partner holds up nobody else.
+            task = asyncio.create_task(
+                self._deliver_partner(partner_id, partner_heads), name=f"ocpi-push-{partner_id}"
+            )
+            self._busy[partner_id] = task
+            task.add_done_callback(lambda _, partner_id=partner_id: self._delivered(partner_id))
+        return bool(by_partner)
+
+    def _delivered(self, partner_id: int) -> None:
+        self._busy.pop(partner_id, None)
+        self._wakeup.set()  # its next objects may be due, or pushes queued meanwhile
+
+    async def _deliver_partner(self, partner_id: int, heads: list[DueHead]) -> None:
+        gate = asyncio.Semaphore(PER_PARTNER)
+
+        async def deliver(head: DueHead) -> None:
+            async with gate:
+                if self._stopping or partner_id in self._paused():
+                    return
+                await self._deliver(head)
+
+        results = await asyncio.gather(*(deliver(head) for head in heads), return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):  # _deliver handles its own; this is a bug
+                log.error("delivery to partner %d failed", partner_id, exc_info=result)
+
+    # One object
+
+    async def _deliver(self, head: DueHead) -> None:
+        pushes = await claim(self.uow(), head, now=utcnow(), lease=self.lease)
+        if not pushes:
+            return  # another pusher took it
+        ids = [push.id for push in pushes]
+        self._held.update(ids)
+        try:
+            await self._deliver_object(head.partner_id, pushes)
+        except Exception as error:
+            # A bug or the database: never lose the pushes, never spin on them.
+            log.exception("delivering %s to partner %d failed", head.object_key, head.partner_id)
+            await self._retry(pushes, ids, f"internal error: {type(error).__name__}: {error}")
+        finally:
+            self._held.difference_update(ids)
+
+    async def _deliver_object(self, partner_id: int, pushes: list[OcpiPush]) -> None:
+        by_id = {push.id: push for push in pushes}
+        async with self.uow() as uow:
+            try:
+                link = await partner_link(uow, self.vault, partner_id)
+                steps = await plan(uow, link, pushes)
+            except (NotFound, Undeliverable) as why:
+                reason = str(why) if isinstance(why, Undeliverable) else "partner not registered"
+                log.info(
+                    "dropping %d push(es) of %s: %s", len(pushes), pushes[0].object_key, reason
+                )
+                await settle(self.uow(), list(by_id), outcome=DROPPED, now=utcnow(), error=reason)
+                return
+        if not steps:  # nothing left to tell (cannot happen: every push is in a request)
+            await settle(self.uow(), list(by_id), outcome=DROPPED, now=utcnow(), error="empty")
+            return
+        queue = list(steps)
+        while queue:
+            step = queue.pop(0)
+            remaining = [i for later in queue for i in later.covers]
+            verdict, reply, error = await self._send(link, step)
+            if verdict is Verdict.OK:
+                response = step.keep
+                if step.keep_location_header:
+                    response = {"location": _header(reply, "Location")}
+                await settle(
+                    self.uow(), step.covers, outcome=SENT, now=utcnow(), response=response,
+                    renew=remaining, lease=self.lease,
+                )  # fmt: skip
+                await self._recovered(partner_id)
+            elif verdict is Verdict.UNKNOWN:
+                # The partner lacks the object: PUT it whole, carrying everything left.
+                carried = sorted(set(step.covers) | set(remaining))
+                async with self.uow() as uow:
+                    queue = [await whole(uow, link, [by_id[i] for i in carried])]
+            elif verdict is Verdict.REFUSED:
+                log.warning("partner %d refused %s", partner_id, error)
+                await settle(
+                    self.uow(), step.covers, outcome=FAILED, now=utcnow(), error=error,
+                    renew=remaining, lease=self.lease,
+                )  # fmt: skip
+                await self._recovered(partner_id)
+            else:
+                carried = sorted(set(step.covers) | set(remaining))
+                log.warning("partner %d: %s; trying again later", partner_id, error)
+                await self._retry([by_id[i] for i in carried], carried, error or "failed")
+                self._failed(partner_id)
+                return
+
+    async def _send(
+        self, link: PartnerLink, step: Step
+    ) -> tuple[Verdict, OcpiReply | None, str | None]:
+        try:
+            reply = await self.client.request(
+                step.method,
+                step.url,
+                token=link.token,
+                base64_encoded=link.auth_base64,
+                body=step.body,
+                to_party=link.party,
+            )
+        except PartnerUnreachable as error:
+            return Verdict.TRANSIENT, None, str(error)
+        verdict = judge(step, reply)
+        return verdict, reply, None if verdict is Verdict.OK else _describe(step, reply)
+
+    # Backing off
+
+    def _backoff(self, attempts: int) -> float:
+        """Exponential from 1 s, at most ``retry_max``, with jitter (no thundering herd)."""
+        delay = min(self.retry_max, 2.0 ** max(0, attempts - 1))
+        return delay * random.uniform(0.75, 1.0)
+
+    async def _retry(self, pushes: Sequence[OcpiPush], ids: Sequence[int], error: str) -> None:
+        attempts = max((push.attempts for push in pushes), default=0) + 1
+        await retry_later(
+            self.uow(), ids, error=error, available_at=_later(self._backoff(attempts))
+        )
+
+    def _failed(self, partner_id: int) -> None:
+        health = self._health.setdefault(partner_id, _PartnerHealth())
+        health.failures += 1
+        health.paused_until = asyncio.get_running_loop().time() + self._backoff(health.failures)
+
+    async def _recovered(self, partner_id: int) -> None:
+        health = self._health.get(partner_id)
+        if health is None or not health.failures:
+            return
+        health.failures, health.paused_until = 0, 0.0
+        # Back: what waited out long backoffs meanwhile is due now.
+        count = await make_available(
+            self.uow(), partner_id, now=utcnow(), reopen_failed=False, lease=self.lease
+        )
+        log.info("partner %d answers again; %d waiting push(es) due now", partner_id, count)
+        self._wakeup.set()
+
+
+def _header(reply: OcpiReply | None, name: str) -> str | None:
+    """A header of the answer, its name compared case-insensitively (HTTP)."""
+    headers = reply.headers if reply is not None else {}
+    return next((v for k, v in headers.items() if k.lower() == name.lower()), None)
+
+
+def _later(seconds: float) -> datetime:
+    return utcnow() + timedelta(seconds=seconds)

@@ -10,13 +10,14 @@ from typing import Any
 
 from aiohttp import web
 
-from cpms import locations, stations, tariffs, tokens
+from cpms import locations, push_queue, stations, tariffs, tokens
 from cpms.cdrs import CdrFilter, credit_cdr, get_cdr, list_cdrs
 from cpms.commands import send_command
-from cpms.documents import parse_datetime
+from cpms.documents import format_datetime, parse_datetime
 from cpms.errors import DocumentError, InvalidRequest, NotFound
 from cpms.locations import EvseWiring
-from cpms.model import utcnow
+from cpms.model import OcpiPush, utcnow
+from cpms.partners import partner_summary
 from cpms.sessions import (
     SessionFilter,
     close_by_operator,
@@ -667,6 +668,82 @@ async def credit_charge_detail_record(request: web.Request) -> web.Response:
         "replacement": cdr_view(replacement, explain=True) if replacement is not None else None,
     }
     return web.json_response(answer, status=201)
+
+
+# OCPI partners and what they still have to receive ------------------------------------------
+
+
+def _partner_id(request: web.Request) -> int:
+    raw = request.match_info["partner_id"]
+    if not raw.isdigit():
+        raise NotFound("partner", raw)
+    return int(raw)
+
+
+def _backlog_view(entry: push_queue.PartnerBacklog, now: datetime) -> dict[str, Any]:
+    oldest = entry.oldest_pending
+    return partner_summary(entry.partner) | {
+        "backlog": {
+            "pending": entry.pending,
+            "failed": entry.failed,
+            "oldest_pending_at": format_datetime(oldest) if oldest else None,
+            "oldest_pending_age": (
+                round(max(0.0, (now - oldest).total_seconds()), 3) if oldest else None
+            ),
+            "last_error": entry.last_error,
+        }
+    }
+
+
+def _push_view(push: OcpiPush) -> dict[str, Any]:
+    state = "pending" if push.done_at is None else (push.outcome or "").lower()
+    return {
+        "id": push.id,
+        "object_key": push.object_key,
+        "kind": push.kind,
+        "state": state,
+        "payload": push.payload,
+        "created_at": format_datetime(push.created_at),
+        "available_at": format_datetime(push.available_at),
+        "attempts": push.attempts,
+        "last_error": push.last_error,
+        "done_at": format_datetime(push.done_at) if push.done_at else None,
+        "response": push.response,
+    }
+
+
+@routes.get("/ocpi/partners")
+async def list_ocpi_partners(request: web.Request) -> web.Response:
+    """OCPI partners with the backlog of pushes each still has to receive."""
+    offset, limit = _paging(request)
+    page = await push_queue.backlog(_context(request).uow(), offset=offset, limit=limit)
+    now = utcnow()
+    return web.json_response(page_view(page, [_backlog_view(e, now) for e in page.items]))
+
+
+@routes.get("/ocpi/partners/{partner_id}/pushes")
+async def list_ocpi_pushes(request: web.Request) -> web.Response:
+    """A partner's pushes: pending ones oldest first, the others newest first."""
+    offset, limit = _paging(request)
+    page = await push_queue.list_pushes(
+        _context(request).uow(),
+        _partner_id(request),
+        state=request.query.get("state"),
+        offset=offset,
+        limit=limit,
+    )
+    return web.json_response(page_view(page, [_push_view(p) for p in page.items]))
+
+
+@routes.post("/ocpi/partners/{partner_id}/pushes/retry")
+async def retry_ocpi_pushes(request: web.Request) -> web.Response:
+    """Make a partner's refused and waiting pushes due now."""
+    context = _context(request)
+    count = await push_queue.make_available(
+        context.uow(), _partner_id(request), now=utcnow(), reopen_failed=True
+    )
+    context.wake_pusher()
+    return web.json_response({"retried": count})
 
 
 def create_operator_app() -> web.Application:
