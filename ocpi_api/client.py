@@ -132,6 +132,9 @@ class OcpiClient:
         except json.JSONDecodeError:
             envelope = None
         if not isinstance(envelope, dict) or "status_code" not in envelope:
+            if 200 <= status < 300 and not text.strip():
+                # A bodiless 2xx (e.g. 204 to a DELETE): an answer, without an OCPI status.
+                return OcpiReply(status, None, None, None, reply_headers)
             if 200 <= status < 300 or status >= 500:
                 raise PartnerUnreachable(
                     f"{method} {url}: HTTP {status} without an OCPI envelope: {text[:200]!r}"

@@ -91,8 +91,10 @@ def judge(step: Step, reply: OcpiReply) -> Verdict:
     """Classify a partner's answer to ``step`` (CHECKLIST 1.7, 1.8, 10)."""
     if reply.ok:
         return Verdict.OK
-    if step.method == "DELETE" and reply.http_status == 404:
-        return Verdict.OK  # gone already: what the DELETE wanted
+    if step.method == "DELETE" and (
+        reply.http_status == 404 or (200 <= reply.http_status < 300 and reply.status_code is None)
+    ):
+        return Verdict.OK  # gone (already), maybe said with a bare 204: what the DELETE wanted
     if not step.whole and (reply.http_status == 404 or reply.status_code == 2003):
         return Verdict.UNKNOWN
     code = reply.status_code or 0

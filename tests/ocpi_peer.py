@@ -400,6 +400,7 @@ class EmspPeer:
                 self.problems.append(f"{request.path}: PATCH without last_updated")
             if stored is None:
                 return self._reply(status=404, code=2000, message="unknown session")
+            body = dict(body)  # the recorded request keeps what was sent
             periods = body.pop("charging_periods", None) or []
             for period in periods:
                 self._check("ChargingPeriod", period, request.path)
