@@ -12,9 +12,9 @@ server, so that verb asks the server, over its operator API (``POST
 /api/stations/{id}/commands/{name}``), with the operator token.
 
 ``cpms ocpi`` manages OCPI partners. ``invite``, ``partners`` work on the database; ``register``,
-``update`` and ``unregister`` also talk to the partner from this process (the OCPI client of
-``ocpi_api``, and the key file that seals partners' tokens), while the partner calls back the
-running server: like ``cpms.runtime``, these verbs compose the core with the OCPI adapter.
+``update`` and ``unregister`` also talk to the partner from this process (through
+``cpms.runtime``, which composes the core with the OCPI client, and the key file that seals
+partners' tokens), while the partner calls back the running server.
 
 Exit codes: 0 done, 1 the operation was refused (not found, conflict, invalid document; for a
 command also: the station is offline, not booted, answered an error or did not answer in
@@ -522,12 +522,6 @@ async def _db_upgrade(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings
 # OCPI partners -------------------------------------------------------------------------------
 
 
-def _our_versions_url(s: Settings) -> str:
-    from ocpi_api.versions import versions_url  # the OCPI verbs only (see the docstring)
-
-    return versions_url(s.base_url())
-
-
 def _vault(s: Settings) -> TokenVault:
     path = Path(s.secret_key_file)
     created = not path.exists()
@@ -541,21 +535,6 @@ def _vault(s: Settings) -> TokenVault:
     return vault
 
 
-async def _with_partner_client(s: Settings, step: Callable[[Any, Any], Awaitable[Any]]) -> Any:
-    """Run ``step(vault, client)`` with an OCPI client of ours, closed afterwards."""
-    from ocpi_api.client import OcpiClient  # the OCPI verbs only (see the docstring)
-    from ocpi_api.registration import RegistrationFailed
-
-    vault = _vault(s)
-    client = OcpiClient(country_code=s.country_code, party_id=s.party_id)
-    try:
-        return await step(vault, client)
-    except RegistrationFailed as error:
-        raise CpmsError(f"OCPI {int(error.status_code)}: {error.message}") from None
-    finally:
-        await client.close()
-
-
 async def _partner_shown(uow: UnitOfWorkFactory, partner_id: int) -> dict[str, Any]:
     async with uow() as unit:
         return partner_summary(await unit.get(OcpiPartner, partner_id, kind="partner"))
@@ -563,7 +542,9 @@ async def _partner_shown(uow: UnitOfWorkFactory, partner_id: int) -> dict[str, A
 
 async def _ocpi_invite(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
     partner_id, token = await invite_partner(uow(), a.name or "")
-    url = _our_versions_url(s)
+    from cpms.runtime import our_versions_url  # like `serve`: loaded only when needed
+
+    url = our_versions_url(s)
     if a.json:
         return {"versions_url": url, "token": token}
     return Report(
@@ -583,49 +564,26 @@ def _token_a(a: argparse.Namespace) -> str:
 
 
 async def _ocpi_register(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
-    from ocpi_api.registration import our_roles, register
+    from cpms.runtime import register_partner
 
     token_a = _token_a(a)
-
-    async def step(vault: Any, client: Any) -> int:
-        return await register(
-            uow,
-            vault,
-            client,
-            name=a.name or "",
-            versions_url=a.versions_url,
-            token_a=token_a,
-            our_versions_url=_our_versions_url(s),
-            our_roles=our_roles(s),
-        )
-
-    return await _partner_shown(uow, await _with_partner_client(s, step))
+    partner_id = await register_partner(
+        s, uow, _vault(s), name=a.name or "", versions_url=a.versions_url, token_a=token_a
+    )
+    return await _partner_shown(uow, partner_id)
 
 
 async def _ocpi_update(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
-    from ocpi_api.registration import our_roles, update
+    from cpms.runtime import update_partner
 
-    async def step(vault: Any, client: Any) -> None:
-        await update(
-            uow,
-            vault,
-            client,
-            a.partner_id,
-            our_versions_url=_our_versions_url(s),
-            our_roles=our_roles(s),
-        )
-
-    await _with_partner_client(s, step)
+    await update_partner(s, uow, _vault(s), a.partner_id)
     return await _partner_shown(uow, a.partner_id)
 
 
 async def _ocpi_unregister(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
-    from ocpi_api.registration import unregister
+    from cpms.runtime import unregister_partner
 
-    async def step(vault: Any, client: Any) -> str | None:
-        return await unregister(uow, vault, client, a.partner_id)
-
-    problem = await _with_partner_client(s, step)
+    problem = await unregister_partner(s, uow, _vault(s), a.partner_id)
     if problem:
         print(
             f"cpms: warning: partner {a.partner_id} did not confirm ({problem}); "

@@ -16,7 +16,7 @@ import os
 import signal
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -27,7 +27,7 @@ from cpms.admission import Admission
 from cpms.authorization import Authorizer, Operator
 from cpms.config import Settings
 from cpms.database import create_engine, current_revision, head_revision, ping, prepare_schema
-from cpms.errors import ConfigError
+from cpms.errors import ConfigError, CpmsError
 from cpms.group_commit import GroupCommitter
 from cpms.locations import DefaultLocation
 from cpms.model import utcnow
@@ -42,13 +42,23 @@ from ocpi_api import HttpContext, create_app
 from ocpi_api.client import OcpiClient
 from ocpi_api.push import Pusher
 from ocpi_api.realtime_auth import OcpiRemoteAuthorizer
+from ocpi_api.registration import RegistrationFailed, our_roles, register, unregister, update
+from ocpi_api.versions import versions_url
 from ocpp_gateway import OcppServer, OcppVersion, v16
 from ocpp_gateway.server import StationProfile
 from ocpp_gateway.services import StationServices
 from ocpp_gateway.station_port import GatewayStationPort
 from ocpp_gateway.validation import Violation
 
-__all__ = ["Runtime", "default_location", "serve"]
+__all__ = [
+    "Runtime",
+    "default_location",
+    "our_versions_url",
+    "register_partner",
+    "serve",
+    "unregister_partner",
+    "update_partner",
+]
 
 log = logging.getLogger("cpms")
 
@@ -334,3 +344,71 @@ async def serve(settings: Settings, *, announce: Callable[[Runtime], None] | Non
             loop.remove_signal_handler(signum)
         await runtime.stop()
     log.info("stopped")
+
+
+# OCPI partners from outside a running node (the `cpms ocpi` verbs) ---------------------------
+#
+# Registration talks to the partner with the OCPI adapter's client while the partner calls
+# back the running server; composing the core with that adapter is this module's job.
+
+
+def our_versions_url(settings: Settings) -> str:
+    """Our OCPI versions URL, as partners reach it."""
+    return versions_url(settings.base_url())
+
+
+@contextlib.asynccontextmanager
+async def _partner_client(settings: Settings) -> AsyncIterator[OcpiClient]:
+    client = OcpiClient(country_code=settings.country_code, party_id=settings.party_id)
+    try:
+        yield client
+    except RegistrationFailed as error:
+        raise CpmsError(f"OCPI {int(error.status_code)}: {error.message}") from None
+    finally:
+        await client.close()
+
+
+async def register_partner(
+    settings: Settings,
+    uow: UnitOfWorkFactory,
+    vault: TokenVault,
+    *,
+    name: str,
+    versions_url: str,
+    token_a: str,
+) -> int:
+    """Register with the partner at ``versions_url`` using its ``token_a``; its id."""
+    async with _partner_client(settings) as client:
+        return await register(
+            uow,
+            vault,
+            client,
+            name=name,
+            versions_url=versions_url,
+            token_a=token_a,
+            our_versions_url=our_versions_url(settings),
+            our_roles=our_roles(settings),
+        )
+
+
+async def update_partner(
+    settings: Settings, uow: UnitOfWorkFactory, vault: TokenVault, partner_id: int
+) -> None:
+    """Rotate tokens with a registered partner (credentials PUT)."""
+    async with _partner_client(settings) as client:
+        await update(
+            uow,
+            vault,
+            client,
+            partner_id,
+            our_versions_url=our_versions_url(settings),
+            our_roles=our_roles(settings),
+        )
+
+
+async def unregister_partner(
+    settings: Settings, uow: UnitOfWorkFactory, vault: TokenVault, partner_id: int
+) -> str | None:
+    """Unregister a partner (credentials DELETE); why it did not confirm, or None."""
+    async with _partner_client(settings) as client:
+        return await unregister(uow, vault, client, partner_id)
