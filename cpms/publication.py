@@ -30,11 +30,13 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, selectinload
 
-from cpms.documents import format_datetime, parse_datetime
+from cpms.documents import format_datetime, parse_datetime, tariff_to_ocpi
 from cpms.errors import DocumentError, InvalidRequest, NotFound
 from cpms.events import SessionUpdated
 from cpms.model import Cdr, Connector, Evse, Location, Session, Tariff, Token
 from cpms.pages import Page, fetch_page
+from cpms.pricing import TariffPlan, select_tariff
+from cpms.session_pricing import connector_tariffs
 from cpms.tokens import PROFILE_TYPES
 from cpms.unit_of_work import UnitOfWork
 
@@ -330,12 +332,6 @@ def charging_preferences_from_ocpi(document: object) -> dict[str, Any]:
     return stored
 
 
-def _in_force(tariff: Tariff, at: datetime) -> bool:
-    if tariff.start_date_time is not None and at < tariff.start_date_time:
-        return False
-    return tariff.end_date_time is None or at < tariff.end_date_time
-
-
 async def _profile_supported(
     uow: UnitOfWork, connector: Connector | None, profile: str, at: datetime
 ) -> bool:
@@ -345,15 +341,11 @@ async def _profile_supported(
     """
     if profile == "REGULAR":
         return True
-    ids = list(connector.tariff_ids or ()) if connector is not None else []
-    if not ids:
-        return False
-    tariffs = await uow.session.scalars(
-        select(Tariff).where(
-            Tariff.id.in_(ids), Tariff.retired_at.is_(None), Tariff.type == f"PROFILE_{profile}"
-        )
-    )
-    return any(_in_force(tariff, at) for tariff in tariffs)
+    plans = [
+        TariffPlan.from_ocpi(tariff_to_ocpi(t)) for t in await connector_tariffs(uow, connector)
+    ]
+    plan = select_tariff(plans, at, profile=profile)
+    return plan is not None and plan.type == f"PROFILE_{profile}"
 
 
 def _connector_of(evse: Evse | None, connector_id: str | None) -> Connector | None:

@@ -47,6 +47,7 @@ __all__ = [
     "apply_bill",
     "bill_session",
     "cdr_location_of",
+    "connector_tariffs",
     "period_dimensions",
     "periods_to_ocpi",
     "plan_of",
@@ -102,7 +103,8 @@ def cdr_location_of(
     return {key: value for key, value in document.items() if value is not None}
 
 
-async def _connector_tariffs(uow: UnitOfWork, connector: Connector | None) -> list[Tariff]:
+async def connector_tariffs(uow: UnitOfWork, connector: Connector | None) -> list[Tariff]:
+    """The live tariffs a connector lists in ``tariff_ids``, in its order."""
     ids = list(connector.tariff_ids or ()) if connector is not None else []
     if not ids:
         return []
@@ -126,7 +128,7 @@ async def seal_session(
     profile: str | None = None,
 ) -> TariffPlan | None:
     """Choose the session's tariff and seal what its CDR will carry; set its currency."""
-    tariffs = await _connector_tariffs(uow, connector)
+    tariffs = await connector_tariffs(uow, connector)
     documents = {t.id: tariff_to_ocpi(t) for t in tariffs}
     plans = [TariffPlan.from_ocpi(documents[t.id]) for t in tariffs]
     plan = select_tariff(plans, session.start_date_time, ad_hoc=ad_hoc, profile=profile)
