@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -377,6 +378,8 @@ async def _store_meter_values(
     max_power_w = _max_power_w(evse)
     for meter_value in meter_values:
         at, clock_wrong = trusted_time(meter_value.station_time, received_at)
+        if await _already_stored(uow, session, at, meter_value.samples):
+            continue
         sample_flags = ["station_clock"] if clock_wrong else []
         reading = _energy_reading(meter_value.samples)
         if reading is not None and session is not None and bill:
@@ -411,6 +414,35 @@ async def _store_meter_values(
         for flag in sorted(flags):
             _flag(session, flag)
     return flags
+
+
+async def _already_stored(
+    uow: UnitOfWork, session: Session | None, at: datetime, samples: Sequence[Sample]
+) -> bool:
+    """Whether ``session`` has this reading taken at ``at``: a replayed MeterValues
+    (FIELD-NOTES 8). Another value sampled at the same moment is not a replay.
+
+    Only a reading not newer than the session's last one can be a replay, so readings arriving
+    in order, the hot path, cost no query.
+    """
+    if not samples or session is None or session.last_meter_at is None:
+        return False
+    if at > session.last_meter_at:
+        return False
+    first = samples[0]
+    found = await uow.session.scalar(
+        select(MeterSample.id)
+        .where(
+            MeterSample.session_id == session.id,
+            MeterSample.sampled_at == at,
+            MeterSample.measurand == first.measurand[:48],
+            MeterSample.context == first.context,
+            MeterSample.value == first.value,
+            MeterSample.phase == first.phase if first.phase else MeterSample.phase.is_(None),
+        )
+        .limit(1)
+    )
+    return found is not None
 
 
 async def _session_of(uow: UnitOfWork, station_id: str, transaction_id: str) -> Session | None:
