@@ -269,8 +269,9 @@ class Authorizer:
             select(OcpiCommand)
             .where(
                 OcpiCommand.id_tag == uid,
+                # Also one the eMSP was answered TIMEOUT for: the driver may still plug in,
+                # and that session is the command's (FIELD-NOTES 15).
                 OcpiCommand.command.in_(_AUTHORIZING_COMMANDS),
-                OcpiCommand.state != "TIMEOUT",
                 OcpiCommand.created_at >= utcnow() - COMMAND_GRACE,
             )
             .order_by(OcpiCommand.created_at.desc())

@@ -91,6 +91,7 @@ async def open_link(
             additional_headers=headers,
             open_timeout=call_timeout,
             ping_interval=None,  # the CSMS pings; a station that also pings doubles the load
+            close_timeout=2.0,
             max_queue=64,
         )
     except InvalidStatus as error:

@@ -483,11 +483,12 @@ class Station(ABC):
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Whatever the runner waits on now (a connect, a boot answer), stopping does not wait.
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
         if self.link is not None:
             await self.link.close()
-        if self._runner is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
 
     # Faults of the moment ----------------------------------------------------------------
 

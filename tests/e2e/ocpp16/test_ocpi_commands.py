@@ -301,6 +301,19 @@ async def test_a_station_that_never_answers_gives_timeout(
         # A late answer changes nothing: the eMSP was told TIMEOUT.
         await wired.station.reply(call[1], {"status": "Accepted"})
         await nothing_arrives(wired.station)
+        # ... but the driver plugs in: the command still authorizes the session (FIELD-NOTES 15).
+        answer = await wired.station.result(
+            "StartTransaction",
+            {
+                "connectorId": 1,
+                "idTag": call[3]["idTag"],
+                "meterStart": 10,
+                "timestamp": iso(utcnow()),
+            },
+        )
+        assert answer["idTagInfo"]["status"] == "Accepted"
+        session = await node.session(answer["transactionId"])
+        assert (session.auth_method, session.partner_id) == ("COMMAND", emsp.partner_id)
 
     check("CommandResult", result)
     assert result["result"] == "TIMEOUT"
