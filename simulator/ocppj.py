@@ -84,6 +84,8 @@ def parse(text: str | bytes) -> Frame:
     kind, unique_id = message[0], message[1]
     if not isinstance(unique_id, str):
         raise FrameError("the message id is not a string")
+    if type(kind) is not int:  # 3.0 == 3 in Python, not in OCPP-J
+        raise FrameError(f"the message type {kind!r} is not 2, 3 or 4", unique_id)
     if kind == CALL and len(message) == 4 and isinstance(message[2], str):
         if not isinstance(message[3], dict):
             raise FrameError("the CALL payload is not an object", unique_id)

@@ -192,6 +192,10 @@ async def _perform(station: Station, step: Step) -> None:
             await station.send_malformed()
 
 
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _step(doc: Any, where: str) -> Step:
     if not isinstance(doc, dict):
         raise ScriptError(f"{where}: a step is an object")
@@ -199,13 +203,19 @@ def _step(doc: Any, where: str) -> Step:
     if verb not in VERBS:
         raise ScriptError(f"{where}: 'do' is {verb!r}, not one of {', '.join(VERBS)}")
     at = doc.get("at", 0)
-    if not isinstance(at, (int, float)) or isinstance(at, bool) or at < 0:
+    if not _number(at) or at < 0:
         raise ScriptError(f"{where}: 'at' is {at!r}, not seconds >= 0")
     if verb in ("start", "authorize", "charge") and not isinstance(doc.get("token"), str):
         raise ScriptError(f"{where}: {verb!r} needs a 'token'")
     if doc.get("ev") is not None and doc["ev"] not in {m.name for m in EV_MODELS}:
         names = ", ".join(m.name for m in EV_MODELS)
         raise ScriptError(f"{where}: 'ev' is {doc['ev']!r}, not one of {names}")
+    duration = doc.get("duration", 60)
+    if not _number(duration) or duration <= 0:
+        raise ScriptError(f"{where}: 'duration' is {duration!r}, not seconds > 0")
+    soc = doc.get("soc", 30)
+    if not _number(soc) or not 0 <= soc <= 100:
+        raise ScriptError(f"{where}: 'soc' is {soc!r}, not a percentage from 0 to 100")
     outlet = doc.get("outlet", 1)
     if not isinstance(outlet, int) or outlet < 1:
         raise ScriptError(f"{where}: 'outlet' is {outlet!r}, not a number from 1")

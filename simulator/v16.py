@@ -326,6 +326,9 @@ class Station16(Station):
         return Reply({"status": "Accepted"})
 
     async def _on_GetConfiguration(self, p: dict[str, Any]) -> Reply:
+        # The intervals in force: the boot answer may have set the heartbeat's.
+        self.configuration["HeartbeatInterval"] = (str(int(self.heartbeat_interval)), False)
+        self.configuration["MeterValueSampleInterval"] = (str(int(self.meter_interval)), False)
         wanted = p.get("key") or list(self.configuration)
         known = [
             {"key": k, "readonly": self.configuration[k][1], "value": self.configuration[k][0]}
