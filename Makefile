@@ -1,4 +1,4 @@
-# The two commands a newcomer needs: `make run` and `make test`. Each creates .venv
+# The two commands a newcomer needs: `make run` (the demo) and `make test`. Each creates .venv
 # on first use and reinstalls when pyproject.toml changes.
 PYTHON ?= python3
 VENV   := .venv
@@ -14,10 +14,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# The demo: the server plus simulated stations charging at a demo site (Ctrl+C stops it).
 run: $(STAMP)
-	$(BIN)/cpms serve
+	$(BIN)/cpms demo
 
-serve: run
+# The server alone, for real stations.
+serve: $(STAMP)
+	$(BIN)/cpms serve
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

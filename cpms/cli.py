@@ -39,6 +39,7 @@ from cpms import locations, stations, tariffs, tokens
 from cpms.cdrs import CdrFilter, credit_cdr, get_cdr, list_cdrs
 from cpms.config import OPTIONS, Settings, load_settings
 from cpms.database import create_engine, current_revision, head_revision, prepare_schema
+from cpms.demo import DEMO_SETTINGS
 from cpms.documents import load_documents
 from cpms.errors import ConfigError, CpmsError, SchemaOutOfDate
 from cpms.locations import EvseWiring
@@ -816,6 +817,113 @@ def _ocpi_parser(commands: Any) -> None:
     )
 
 
+def _count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return count
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return seconds
+
+
+def _seconds_range(text: str) -> tuple[float, float]:
+    low, _, high = text.partition("-")
+    try:
+        pair = (_seconds(low), _seconds(high or low))
+    except argparse.ArgumentTypeError:
+        pair = (0.0, 0.0)
+    if not 0 < pair[0] <= pair[1]:
+        raise argparse.ArgumentTypeError(f"{text!r} is not SECONDS or MIN-MAX with MIN <= MAX")
+    return pair
+
+
+_DEMO_HELP = """\
+Run `cpms serve` with a fleet of simulated stations charging at a demo site, and print
+where to look. Before the stations connect, the demo site is prepared if it is missing
+(kept as it is otherwise, so a second start on the same database adds nothing twice):
+tariffs DEMO-AC and DEMO-DC, the published location DEMO, stations DEMO-00001... with
+their EVSEs and connectors, and the RFID cards DEMO0001..DEMO0005 the drivers present.
+An eMSP is invited (a new single-use token A at every start). Drivers arrive within
+seconds; a progress line follows every 30 s. Ctrl+C: the stations end their
+transactions (so their CDRs are issued), then the server stops; Ctrl+C twice: at once.
+
+Demo defaults (your flags, variables and config file win): station_admission open,
+accept_unknown_tokens true, so `cpms simulate` stations may join in.
+"""
+
+
+def _demo_parser(commands: Any) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="run the server with simulated stations charging at a demo site",
+        description=_DEMO_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.set_defaults(action=None)
+    fleet = demo.add_argument_group("demo fleet")
+    fleet.add_argument(
+        "--stations",
+        type=_count,
+        default=6,
+        metavar="N",
+        help="number of simulated stations (default: 6)",
+    )
+    fleet.add_argument(
+        "--ocpp",
+        choices=("1.6", "2.0.1", "mix"),
+        default="1.6",
+        help="their OCPP version; mix: every other one (default: 1.6; 2.0.1 "
+        "needs a gateway that speaks it)",
+    )
+    fleet.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        metavar="K",
+        help="seed of every random choice: the same seed, the same drivers (default: 1)",
+    )
+    fleet.add_argument(
+        "--arrival-gap",
+        type=_seconds,
+        default=45.0,
+        metavar="S",
+        help="mean seconds between drivers at an EVSE (default: 45)",
+    )
+    fleet.add_argument(
+        "--charge-time",
+        type=_seconds_range,
+        default=(60.0, 180.0),
+        metavar="MIN-MAX",
+        help="seconds a driver charges (default: 60-180)",
+    )
+    fleet.add_argument(
+        "--meter-interval",
+        type=_seconds,
+        default=10.0,
+        metavar="S",
+        help="seconds between meter values of a charging station (default: 10)",
+    )
+    fleet.add_argument(
+        "--progress-every",
+        type=_seconds,
+        default=30.0,
+        metavar="S",
+        help="seconds between progress lines (default: 30)",
+    )
+    _add_settings_flags(demo, None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``cpms`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -839,6 +947,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(action=None)
     _add_settings_flags(serve, None)
+    _demo_parser(commands)
+    # Only listed here: main() hands `cpms simulate ...` to the simulator before parsing, so
+    # `cpms simulate --help` is the simulator's own.
+    simulate = commands.add_parser(
+        "simulate",
+        help="run a fleet of simulated OCPP stations against a CSMS (cpms simulate --help)",
+        add_help=False,
+    )
+    simulate.add_argument("arguments", nargs=argparse.REMAINDER)
 
     db = commands.add_parser("db", help="database schema").add_subparsers(
         dest="verb", metavar="VERB", required=True
@@ -1044,7 +1161,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _settings(args: argparse.Namespace) -> Settings:
     names = {option.name for option in OPTIONS}
     flags = {k: v for k, v in vars(args).items() if k in names}
-    return load_settings(flags, os.environ)
+    overrides = DEMO_SETTINGS if args.command == "demo" else None
+    return load_settings(flags, os.environ, overrides=overrides)
 
 
 async def _run_action(args: argparse.Namespace, settings: Settings) -> Any:
@@ -1112,12 +1230,54 @@ def _announce(runtime: Any) -> None:
     print("\n".join(lines), flush=True)
 
 
+def _announce_demo(runtime: Any, demo: Any) -> None:
+    _announce(runtime)
+    s, base, setup = runtime.settings, runtime.base_url(), demo.setup
+    default_database = next(o.default for o in OPTIONS if o.name == "database_url")
+    database = "" if s.database_url == default_database else f" --database-url '{s.database_url}'"
+    first, last = setup.station_ids[0], setup.station_ids[-1]
+    created = f"added {len(setup.created)} objects" if setup.created else "all there already"
+    lines = [
+        "",
+        f"Demo: {demo.stations} simulated OCPP {demo.ocpp} stations ({first}..{last}) at "
+        f"location {setup.location_id},",
+        f"  tariffs {' and '.join(setup.tariff_ids)}, drivers with RFID cards "
+        f"{demo.tokens[0]}..{demo.tokens[-1]} ({created})",
+        *(f"  note: {note}" for note in setup.notes),
+        "",
+        "  An eMSP registers with our OCPI versions URL and this token A (single use):",
+        f"    {demo.versions_url}",
+        f"    {demo.token_a}",
+        "",
+        "  Try, in another terminal:",
+        f"    cpms sessions list{database}",
+        f"    cpms cdrs list{database}",
+        f"    cpms locations show {setup.location_id}{database}",
+        f"    curl -H 'Authorization: Token {demo.token_a}' {demo.versions_url}",
+        f"    curl -H 'Authorization: Bearer <operator token>' {base}/api/sessions",
+        f"    cpms simulate --url {demo.station_url} --stations 2   (more stations join in)",
+        "",
+        "  There is no dashboard yet: watch the lines below, the CLI and the APIs.",
+        f"  A progress line every {demo.progress_every:g} s; Ctrl+C stops (stations finish first).",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def _progress(line: str) -> None:
+    print(line, flush=True)
+
+
 def _level(settings: Settings) -> int:
     return logging.getLevelNamesMapping()[settings.log_level]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``cpms`` command; return its exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["simulate"]:
+        from cpms.runtime import simulate  # the simulator, with its own options and help
+
+        return simulate(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         settings = _settings(args)
@@ -1130,6 +1290,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = settings.log_level if serving else max(logging.WARNING, _level(settings))
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if args.command == "demo":
+            from cpms.runtime import demo
+
+            asyncio.run(
+                demo(
+                    settings, stations=args.stations, ocpp=args.ocpp, seed=args.seed,
+                    arrival_gap=args.arrival_gap, charge_time=args.charge_time,
+                    meter_interval=args.meter_interval, progress_every=args.progress_every,
+                    announce=_announce_demo, on_progress=_progress,
+                )
+            )  # fmt: skip
+            return 0
         if serving:
             from cpms.runtime import serve
 

@@ -3,7 +3,9 @@
 ``Runtime`` opens the database (creating or upgrading its schema), makes sure the operator
 has a token, and runs the OCPP websocket server and the HTTP server in one asyncio process.
 ``serve`` runs a runtime until SIGTERM or SIGINT, then shuts down in order: stop accepting
-stations and HTTP clients, let in-flight work finish, close the database.
+stations and HTTP clients, let in-flight work finish, close the database. ``demo`` does the
+same with a simulated fleet charging at a demo site (``cpms.demo``), and ``simulate`` runs the
+simulator's command line: the CLI reaches the simulator only through here.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import os
 import signal
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -27,6 +30,19 @@ from cpms.admission import Admission
 from cpms.authorization import Authorizer, Operator
 from cpms.config import Settings
 from cpms.database import create_engine, current_revision, head_revision, ping, prepare_schema
+from cpms.demo import (
+    DEMO_STATION_PREFIX,
+    DEMO_TOKENS,
+    ConnectorPlan,
+    DemoFigures,
+    DemoPlan,
+    DemoSetup,
+    EvsePlan,
+    StationPlan,
+    demo_figures,
+    invite_demo_partner,
+    prepare_demo,
+)
 from cpms.errors import ConfigError, CpmsError
 from cpms.group_commit import GroupCommitter
 from cpms.locations import DefaultLocation
@@ -49,13 +65,20 @@ from ocpp_gateway.server import StationProfile
 from ocpp_gateway.services import StationServices
 from ocpp_gateway.station_port import GatewayStationPort
 from ocpp_gateway.validation import Violation
+from simulator.cli import main as simulator_main
+from simulator.fleet import Fleet, FleetOptions
+from simulator.scenarios import AutoTransactions
+from simulator.templates import shipped_templates
 
 __all__ = [
+    "DemoStarted",
     "Runtime",
     "default_location",
+    "demo",
     "our_versions_url",
     "register_partner",
     "serve",
+    "simulate",
     "unregister_partner",
     "update_partner",
 ]
@@ -326,24 +349,238 @@ def _bound_port(site: web.TCPSite) -> int:
     return int(server.sockets[0].getsockname()[1])
 
 
-async def serve(settings: Settings, *, announce: Callable[[Runtime], None] | None = None) -> None:
-    """Run a node until SIGTERM or SIGINT, then shut it down cleanly."""
+class _StopSignals:
+    """SIGTERM and SIGINT as a request to stop: the first sets ``requested``, a later one
+    calls ``again`` (if set): a shutdown that takes its time can be cut short."""
+
+    def __init__(self) -> None:
+        self.requested = asyncio.Event()
+        self.again: Callable[[], object] | None = None
+
+    def __call__(self) -> None:
+        if self.requested.is_set() and self.again is not None:
+            self.again()
+        self.requested.set()
+
+
+@contextlib.asynccontextmanager
+async def _node(settings: Settings) -> AsyncIterator[tuple[Runtime, _StopSignals]]:
+    """A started node and the stop its signals ask for; the node stops when the block ends."""
     runtime = Runtime(settings)
-    stop = asyncio.Event()
+    signals = _StopSignals()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, signals)
     try:
         await runtime.start()
-        if announce is not None:
-            announce(runtime)
-        await stop.wait()
-        log.info("shutting down")
+        yield runtime, signals
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         await runtime.stop()
     log.info("stopped")
+
+
+async def serve(settings: Settings, *, announce: Callable[[Runtime], None] | None = None) -> None:
+    """Run a node until SIGTERM or SIGINT, then shut it down cleanly."""
+    async with _node(settings) as (runtime, signals):
+        if announce is not None:
+            announce(runtime)
+        await signals.requested.wait()
+        log.info("shutting down")
+
+
+# The demo and the simulator (`cpms demo`, `cpms simulate`) ----------------------------------
+#
+# The simulator is a client on the wire; this module is the one place the CLI reaches it from.
+
+
+def simulate(argv: Sequence[str]) -> int:
+    """Run ``cpms simulate ARGV``: the simulator's own command line; its exit code."""
+    return simulator_main(list(argv), prog="cpms simulate")
+
+
+@dataclass(frozen=True, slots=True)
+class DemoStarted:
+    """What ``cpms demo`` announces once its site is ready and its fleet starts."""
+
+    setup: DemoSetup
+    versions_url: str
+    token_a: str
+    """The single-use token A of the invited demo eMSP."""
+    stations: int
+    ocpp: str
+    station_url: str
+    tokens: tuple[str, ...]
+    progress_every: float
+
+
+async def demo(
+    settings: Settings,
+    *,
+    stations: int = 6,
+    ocpp: str = "1.6",
+    seed: int = 1,
+    arrival_gap: float = 45.0,
+    charge_time: tuple[float, float] = (60.0, 180.0),
+    meter_interval: float = 10.0,
+    progress_every: float = 30.0,
+    announce: Callable[[Runtime, DemoStarted], None] | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> None:
+    """Run a node with a simulated fleet charging at the demo site, until SIGTERM or SIGINT.
+
+    Prepares the site (``cpms.demo.prepare_demo``), invites a demo eMSP, starts the fleet
+    (drivers arrive within seconds, then every ``arrival_gap`` s on average) and reports a
+    progress line every ``progress_every`` s. On the first signal the stations end their
+    transactions and deliver them, so their CDRs are issued, then the node stops; a second
+    signal cuts the stations' goodbye short.
+    """
+    if settings.ocpp_tls_cert is not None:
+        raise CpmsError("cpms demo: the simulated stations connect over ws://; run it without TLS")
+    async with _node(settings) as (runtime, signals):
+        fleet = _demo_fleet(
+            settings, runtime.ocpp_port, stations=stations, ocpp=ocpp, seed=seed,
+            arrival_gap=arrival_gap, charge_time=charge_time, meter_interval=meter_interval,
+        )  # fmt: skip
+        plan = _demo_plan(settings, fleet)
+        setup = await prepare_demo(runtime.uow, plan)
+        _, token_a = await invite_demo_partner(runtime.uow)
+        before = await demo_figures(runtime.uow, plan.location_id)
+        if announce is not None:
+            announce(
+                runtime,
+                DemoStarted(
+                    setup=setup, versions_url=versions_url(runtime.base_url()), token_a=token_a,
+                    stations=stations, ocpp=ocpp, station_url=fleet.options.url,
+                    tokens=plan.tokens, progress_every=progress_every,
+                ),
+            )  # fmt: skip
+        running = asyncio.create_task(fleet.run(), name="demo-fleet")
+        reporter: asyncio.Task[None] | None = None
+        if on_progress is not None:
+            reporter = asyncio.create_task(
+                _report_demo(
+                    fleet, runtime.uow, plan.location_id, before, on_progress, progress_every
+                ),
+                name="demo-progress",
+            )
+        stopping = asyncio.create_task(signals.requested.wait())
+        try:
+            done, _ = await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if stopping in done:
+                log.info(
+                    "stopping: the stations end their transactions first (signal again: skip that)"
+                )
+        finally:
+            stopping.cancel()
+            fleet.stop()
+            signals.again = running.cancel
+            await asyncio.wait({running})
+            if reporter is not None:
+                reporter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reporter
+        if not running.cancelled() and running.exception() is not None:
+            error = running.exception()
+            raise CpmsError(f"the simulated fleet failed: {type(error).__name__}: {error}")
+        if on_progress is not None:
+            after = await demo_figures(runtime.uow, plan.location_id)
+            on_progress(_demo_totals(fleet, before, after, final=True))
+        log.info("shutting down")
+
+
+def _demo_fleet(
+    settings: Settings,
+    ocpp_port: int,
+    *,
+    stations: int,
+    ocpp: str,
+    seed: int,
+    arrival_gap: float,
+    charge_time: tuple[float, float],
+    meter_interval: float,
+) -> Fleet:
+    host = "127.0.0.1" if settings.ocpp_host in ("0.0.0.0", "::", "") else settings.ocpp_host
+    if ":" in host:
+        host = f"[{host}]"
+    drivers = AutoTransactions(
+        tokens=tuple((token, 1.0) for token in DEMO_TOKENS),
+        mean_arrival_gap=arrival_gap,
+        duration=charge_time,
+        # The first drivers come within seconds: a newcomer sees sessions at once.
+        first_arrival=(0.5, min(8.0, max(1.0, arrival_gap))),
+    )
+    templates = tuple(
+        dataclasses.replace(template, meter_interval=meter_interval)
+        for template in shipped_templates().values()
+    )
+    try:
+        options = FleetOptions(
+            url=f"ws://{host}:{ocpp_port}/ocpp", stations=stations, ocpp=ocpp,
+            templates=templates, duration=None, seed=seed, id_prefix=DEMO_STATION_PREFIX,
+            scenario=drivers, remote_visit=charge_time,
+        )  # fmt: skip
+        return Fleet(options)
+    except ValueError as error:
+        raise CpmsError(f"cpms demo: {error}") from None
+
+
+def _demo_plan(settings: Settings, fleet: Fleet) -> DemoPlan:
+    """The demo site as the fleet's stations number their EVSEs on the wire."""
+    return DemoPlan(
+        country_code=settings.country_code,
+        party_id=settings.party_id,
+        stations=tuple(
+            StationPlan(
+                station.id,
+                tuple(
+                    EvsePlan(
+                        number,
+                        tuple(
+                            ConnectorPlan(
+                                c.standard, c.format, c.power_type, c.max_power_w, c.voltage_v
+                            )
+                            for c in outlet.connectors
+                        ),
+                    )
+                    for number, outlet in sorted(station.outlets.items())
+                ),
+            )
+            for station in fleet.stations
+        ),
+    )
+
+
+async def _report_demo(
+    fleet: Fleet,
+    uow: UnitOfWorkFactory,
+    location_id: str,
+    before: DemoFigures,
+    on_progress: Callable[[str], None],
+    every: float,
+) -> None:
+    while True:
+        await asyncio.sleep(every)
+        try:
+            now = await demo_figures(uow, location_id)
+        except Exception:
+            log.exception("demo progress: cannot count sessions and CDRs")
+            continue
+        on_progress(_demo_totals(fleet, before, now))
+
+
+def _demo_totals(
+    fleet: Fleet, before: DemoFigures, now: DemoFigures, *, final: bool = False
+) -> str:
+    p = fleet.progress
+    return (
+        f"[{p.elapsed:6.0f}s] {'stopped: ' if final else ''}stations connected "
+        f"{p.connected}/{p.stations}, charging "
+        f"{p.charging}; sessions started {p.sessions}, completed "
+        f"{now.sessions_completed - before.sessions_completed}; CDRs issued "
+        f"{now.cdrs - before.cdrs}; station errors {p.errors}"
+    )
 
 
 # OCPI partners from outside a running node (the `cpms ocpi` verbs) ---------------------------

@@ -131,6 +131,8 @@ class Link:
         self._ids = MessageIds()
         self._one_at_a_time = asyncio.Lock()
         self._waiting: tuple[str, asyncio.Future[CallResult | CallError]] | None = None
+        self._abandoned: set[str] = set()
+        """Ids of CALLs nobody waits for any more: their late answers are dropped."""
         self._reader: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.closed = asyncio.Event()
@@ -167,6 +169,11 @@ class Link:
                         closed.cancel()
             except TimeoutError:
                 self._figures.errors["timeout"] += 1
+                self._abandoned.add(unique_id)
+                raise
+            except asyncio.CancelledError:
+                # Whoever called gave up (a run ending); its answer may still come.
+                self._abandoned.add(unique_id)
                 raise
             except ConnectionClosed:
                 raise LinkClosed(action) from None
@@ -226,7 +233,10 @@ class Link:
             return
         waiting = self._waiting
         if waiting is None or waiting[0] != frame.unique_id or waiting[1].done():
-            self._figures.errors["late or unmatched reply"] += 1
+            if frame.unique_id in self._abandoned:
+                self._abandoned.discard(frame.unique_id)
+                return  # the late answer to a call that timed out or was given up: dropped
+            self._figures.errors["unmatched reply"] += 1
             return
         waiting[1].set_result(frame)
 
