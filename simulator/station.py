@@ -772,6 +772,38 @@ class Station(ABC):
             if self.outlet(number).vehicle is not None:
                 await self.unplug(number)
 
+    async def start_remotely(
+        self,
+        outlet: Outlet,
+        id_tag: str,
+        *,
+        authorize_first: bool,
+        remote_start_id: int | None = None,
+    ) -> bool:
+        """Carry out an accepted remote start; return whether a transaction started."""
+        if authorize_first and not await self.authorize(id_tag):
+            return False
+        if outlet.transaction is not None:
+            return False
+        await self.start_transaction(
+            outlet.number, id_tag, remote_start_id=remote_start_id, trigger="RemoteStart"
+        )
+        if self.options.remote_visit is not None:
+            await self.leave_after(outlet.number, self.rng.uniform(*self.options.remote_visit))
+        return True
+
+    def remote_stop(self, matches: Callable[[Transaction], bool]) -> Reply:
+        """Answer a remote stop: Accepted, then the stop, for the transaction that ``matches``."""
+        for outlet in self.outlets.values():
+            tx = outlet.transaction
+            if tx is not None and matches(tx):
+
+                async def stop(number: int = outlet.number) -> None:
+                    await self.stop_transaction(number, "Remote")
+
+                return Reply({"status": "Accepted"}, stop)
+        return Reply({"status": "Rejected"})
+
     async def leave_after(self, number: int, seconds: float) -> None:
         """The driver of a remotely started transaction comes back after ``seconds``."""
         tx = self.outlet(number).transaction

@@ -256,26 +256,12 @@ class Station16(Station):
 
         async def start() -> None:
             asks = self.configuration["AuthorizeRemoteTxRequests"][0] == "true"
-            if asks and not await self.authorize(p["idTag"]):
-                return
-            if outlet.transaction is not None:
-                return
-            await self.start_transaction(outlet.number, p["idTag"], trigger="RemoteStart")
-            if self.options.remote_visit is not None:
-                await self.leave_after(outlet.number, self.rng.uniform(*self.options.remote_visit))
+            await self.start_remotely(outlet, p["idTag"], authorize_first=asks)
 
         return Reply({"status": "Accepted"}, start)
 
     async def _on_RemoteStopTransaction(self, p: dict[str, Any]) -> Reply:
-        for outlet in self.outlets.values():
-            tx = outlet.transaction
-            if tx is not None and tx.server_id == p["transactionId"]:
-
-                async def stop(number: int = outlet.number) -> None:
-                    await self.stop_transaction(number, "Remote")
-
-                return Reply({"status": "Accepted"}, stop)
-        return Reply({"status": "Rejected"})
+        return self.remote_stop(lambda tx: tx.server_id == p["transactionId"])
 
     async def _on_UnlockConnector(self, p: dict[str, Any]) -> Reply:
         outlet = self.outlets.get(p["connectorId"])

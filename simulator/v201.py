@@ -522,30 +522,19 @@ class Station201(Station):
         self._token_types[id_tag] = p["idToken"]["type"]
 
         async def start() -> None:
-            if self._flag("AuthCtrlr", "AuthorizeRemoteStart") and not await self.authorize(id_tag):
-                if profile is not None:
-                    outlet.profiles = [q for q in outlet.profiles if q is not profile]
-                return
-            if outlet.transaction is not None:
-                return
-            await self.start_transaction(
-                outlet.number, id_tag, remote_start_id=p["remoteStartId"], trigger="RemoteStart"
+            started = await self.start_remotely(
+                outlet,
+                id_tag,
+                authorize_first=self._flag("AuthCtrlr", "AuthorizeRemoteStart"),
+                remote_start_id=p["remoteStartId"],
             )
-            if self.options.remote_visit is not None:
-                await self.leave_after(outlet.number, self.rng.uniform(*self.options.remote_visit))
+            if not started and profile is not None:
+                outlet.profiles = [q for q in outlet.profiles if q is not profile]
 
         return Reply({"status": "Accepted"}, start)
 
     async def _on_RequestStopTransaction(self, p: dict[str, Any]) -> Reply:
-        for outlet in self.outlets.values():
-            tx = outlet.transaction
-            if tx is not None and tx.local_id == p["transactionId"]:
-
-                async def stop(number: int = outlet.number) -> None:
-                    await self.stop_transaction(number, "Remote")
-
-                return Reply({"status": "Accepted"}, stop)
-        return Reply({"status": "Rejected"})
+        return self.remote_stop(lambda tx: tx.local_id == p["transactionId"])
 
     async def _on_UnlockConnector(self, p: dict[str, Any]) -> Reply:
         outlet = self.outlets.get(p["evseId"])
