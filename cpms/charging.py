@@ -419,8 +419,9 @@ async def _store_meter_values(
 async def _already_stored(
     uow: UnitOfWork, session: Session | None, at: datetime, samples: Sequence[Sample]
 ) -> bool:
-    """Whether ``session`` has this reading taken at ``at``: a replayed MeterValues
-    (FIELD-NOTES 8). Another value sampled at the same moment is not a replay.
+    """Whether ``session`` already has every sample of this reading taken at ``at``: a
+    replayed MeterValues (FIELD-NOTES 8). One new value at the same moment (a signed reading
+    beside the start register) is not a replay.
 
     Only a reading not newer than the session's last one can be a replay, so readings arriving
     in order, the hot path, cost no query.
@@ -429,20 +430,19 @@ async def _already_stored(
         return False
     if at > session.last_meter_at:
         return False
-    first = samples[0]
-    found = await uow.session.scalar(
-        select(MeterSample.id)
-        .where(
-            MeterSample.session_id == session.id,
-            MeterSample.sampled_at == at,
-            MeterSample.measurand == first.measurand[:48],
-            MeterSample.context == first.context,
-            MeterSample.value == first.value,
-            MeterSample.phase == first.phase if first.phase else MeterSample.phase.is_(None),
-        )
-        .limit(1)
+    stored = await uow.session.execute(
+        select(
+            MeterSample.measurand,
+            MeterSample.phase,
+            MeterSample.context,
+            MeterSample.value,
+            MeterSample.signed_data,
+        ).where(MeterSample.session_id == session.id, MeterSample.sampled_at == at)
     )
-    return found is not None
+    seen = [tuple(row) for row in stored]
+    return bool(seen) and all(
+        (x.measurand[:48], x.phase, x.context, x.value, x.signed_data) in seen for x in samples
+    )
 
 
 async def _session_of(uow: UnitOfWork, station_id: str, transaction_id: str) -> Session | None:

@@ -423,16 +423,27 @@ async def test_a_command_wins_over_the_stored_token_of_its_uid(uow: UnitOfWorkFa
     assert issuer.asked == []
 
 
+async def test_a_command_the_emsp_was_answered_timeout_for_still_stands(
+    uow: UnitOfWorkFactory,
+) -> None:
+    """FIELD-NOTES 15: the station answered too late, but the driver's session is the command's."""
+    await _command(uow, state="TIMEOUT")
+    issuer = Issuer(AuthorizationStatus.BLOCKED)
+    decision = await _authorize(uow, Authorizer(OPERATOR, issuer), "APP-CMD", "LOC-1")
+    assert decision.source == "command"
+    assert decision.allowed is True
+    assert issuer.asked == []
+
+
 @pytest.mark.parametrize(
     "command",
     [
         {"command": "STOP_SESSION"},
-        {"state": "TIMEOUT"},
         {"age": timedelta(minutes=16)},
         {"location_id": "LOC-2"},
         {"id_tag": "SOMEONE-ELSE"},
     ],
-    ids=["stop-session", "timed-out", "too-old", "elsewhere", "another-token"],
+    ids=["stop-session", "too-old", "elsewhere", "another-token"],
 )
 async def test_commands_that_do_not_stand_for_this_token_here_and_now_are_ignored(
     uow: UnitOfWorkFactory, command: dict[str, Any]
