@@ -16,7 +16,8 @@ import logging
 import resource
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from simulator.faults import Faults
 from simulator.fleet import VERSIONS, Fleet, FleetOptions, Progress, Scenario
@@ -43,34 +44,26 @@ def _range(text: str) -> tuple[float, float]:
     return pair
 
 
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not a share between 0 and 1")
-    return value
+def _number(
+    kind: Callable[[str], float], fits: Callable[[float], bool], wanted: str
+) -> Callable[[str], Any]:
+    """An argparse type: ``kind`` of the text, refused with ``wanted`` unless it ``fits``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}") from None
+        if not fits(value):
+            raise argparse.ArgumentTypeError(f"{text} is not {wanted}")
+        return value
+
+    return parse
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: at least 1")
-    return value
+_share = _number(float, lambda v: 0.0 <= v <= 1.0, "a share between 0 and 1")
+_positive = _number(float, lambda v: v >= 0, "a number of seconds, 0 or more")
+_count = _number(int, lambda v: v >= 1, "a whole number of at least 1")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

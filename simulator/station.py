@@ -814,6 +814,19 @@ class Station(ABC):
 
     # Reservations ------------------------------------------------------------------------
 
+    def reservation_refusal(self, outlet: Outlet, reservation_id: int) -> str | None:
+        """Why ``outlet`` cannot take reservation ``reservation_id`` now (a ReserveNow status
+        both versions share), or None when it can."""
+        if not outlet.operative:
+            return "Unavailable"
+        if outlet.status == "Faulted":
+            return "Faulted"
+        existing = outlet.reservation
+        busy = outlet.transaction is not None or outlet.vehicle is not None
+        if busy or (existing is not None and existing.id != reservation_id):
+            return "Occupied"
+        return None
+
     def reserve(self, outlet: Outlet, reservation_id: int, id_tag: str, expires: datetime) -> None:
         self._end_reservation(outlet)
         reservation = Reservation(reservation_id, id_tag, expires)

@@ -451,17 +451,9 @@ class Station16(Station):
             outlet = self.free_outlet() if p["connectorId"] == 0 else None
             if outlet is None:
                 return Reply({"status": "Rejected" if p["connectorId"] else "Occupied"})
-        if not outlet.operative:
-            return Reply({"status": "Unavailable"})
-        if outlet.status == "Faulted":
-            return Reply({"status": "Faulted"})
-        existing = outlet.reservation
-        if (
-            outlet.transaction is not None
-            or outlet.vehicle is not None
-            or (existing is not None and existing.id != p["reservationId"])
-        ):
-            return Reply({"status": "Occupied"})
+        refusal = self.reservation_refusal(outlet, p["reservationId"])
+        if refusal is not None:
+            return Reply({"status": refusal})
         self.reserve(outlet, p["reservationId"], p["idTag"], _parse_time(p["expiryDate"]))
         return Reply({"status": "Accepted"})
 

@@ -852,18 +852,10 @@ class Station201(Station):
             if outlet is None:
                 operative = any(o.operative for o in self.outlets.values())
                 return Reply({"status": "Occupied" if operative else "Unavailable"})
-        if not outlet.operative:
-            return Reply({"status": "Unavailable"})
-        if outlet.status == "Faulted":
-            return Reply({"status": "Faulted"})
-        existing = outlet.reservation
-        if (
-            outlet.transaction is not None
-            or outlet.vehicle is not None
-            or (existing is not None and existing.id != p["id"])
-        ):
-            return Reply({"status": "Occupied"})
-        if existing is None:
+        refusal = self.reservation_refusal(outlet, p["id"])
+        if refusal is not None:
+            return Reply({"status": refusal})
+        if outlet.reservation is None:
             self.cancel_reservation(p["id"])  # the same reservation elsewhere moves here
         id_tag = p["idToken"]["idToken"]
         self._token_types[id_tag] = p["idToken"]["type"]
