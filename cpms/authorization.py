@@ -50,6 +50,7 @@ __all__ = [
     "Operator",
     "RemoteAuthorizer",
     "cdr_token_for",
+    "unknown_cdr_token",
 ]
 
 # Search order when several tokens share a uid: cards first, as OCPP idTags mostly are.
@@ -142,7 +143,8 @@ def cdr_token_for(token: Token) -> dict[str, Any]:
     }
 
 
-def _unknown_cdr_token(uid: str, operator: Operator) -> dict[str, Any]:
+def unknown_cdr_token(uid: str, operator: Operator) -> dict[str, Any]:
+    """Return the OCPI CdrToken of a uid nobody issued (ours, type OTHER)."""
     return {
         "country_code": operator.country_code,
         "party_id": operator.party_id,
@@ -219,7 +221,7 @@ class Authorizer:
             status = (
                 AuthorizationStatus.ALLOWED if self.accept_unknown else AuthorizationStatus.UNKNOWN
             )
-            return Authorization(status, uid, _unknown_cdr_token(uid, self.operator))
+            return Authorization(status, uid, unknown_cdr_token(uid, self.operator))
         if token.whitelist in ("ALWAYS", "ALLOWED"):
             return self._local(token)
         decision = await self._ask(uid, token, location_id)

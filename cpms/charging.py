@@ -34,7 +34,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from cpms.authorization import Authorization, Authorizer
+from cpms.authorization import Authorization, Authorizer, unknown_cdr_token
 from cpms.cdrs import credit_cdr, issue_cdr
 from cpms.events import SessionEnded, SessionStarted, SessionUpdated
 from cpms.model import (
@@ -63,7 +63,9 @@ __all__ = [
     "StartRequest",
     "StopOutcome",
     "StopRequest",
+    "energy_reading",
     "finish_billing",
+    "max_power_w",
     "record_meter_values",
     "start_transaction",
     "stop_transaction",
@@ -118,15 +120,19 @@ class MeterReport:
 
 @dataclass(frozen=True, slots=True)
 class StartRequest:
-    """A station started charging for a token."""
+    """A station started charging for a token (or, 2.0.1, before anyone presented one)."""
 
     evse_number: int
-    uid: str
-    meter_start_wh: Decimal
+    uid: str | None
+    """None: nobody identified yet (a 2.0.1 cable plugged in first); the session is PENDING."""
+    meter_start_wh: Decimal | None
+    """None: no start reading; the first register reading becomes the baseline."""
     received_at: datetime
     station_time: datetime | None = None
     connector_number: int | None = None
     reservation_id: int | None = None
+    transaction_id: str | None = None
+    """The station's own transaction id (2.0.1); None: we issue one (1.6)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +141,8 @@ class StartOutcome:
 
     transaction_id: str
     session_id: str
-    authorization: Authorization
+    authorization: Authorization | None
+    """None when the request named no token."""
     replayed: bool = False
 
 
@@ -166,8 +173,12 @@ class StopOutcome:
 
 
 def _start_key(request: StartRequest, station_time: datetime | None) -> str:
+    if request.transaction_id is not None:
+        # The station names its transaction: that name is the key.
+        return hashlib.sha256(f"id|{request.transaction_id}".encode()).hexdigest()
     stamp = station_time.isoformat() if station_time is not None else "-"
-    text = f"{request.evse_number}|{request.uid}|{stamp}|{request.meter_start_wh.normalize()}"
+    meter = request.meter_start_wh.normalize() if request.meter_start_wh is not None else "-"
+    text = f"{request.evse_number}|{request.uid}|{stamp}|{meter}"
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -176,7 +187,8 @@ def _flag(session: Session, flag: str) -> None:
         session.flags = [*session.flags, flag]  # reassigned: JSON columns miss in-place edits
 
 
-def _max_power_w(evse: Evse | None) -> Decimal:
+def max_power_w(evse: Evse | None) -> Decimal:
+    """The most power an EVSE can give: what a believable energy step is measured against."""
     if evse is None or not evse.connectors:
         return FALLBACK_MAX_POWER_W
     connector = evse.connectors[0]
@@ -200,18 +212,32 @@ async def start_transaction(
     existing = await uow.session.scalar(
         select(Session).where(Session.station_id == station_id, Session.start_key == key)
     )
-    authorization = await authorizer.authorize(uow, request.uid, location_id=station.location_id)
+    authorization = (
+        await authorizer.authorize(uow, request.uid, location_id=station.location_id)
+        if request.uid is not None
+        else None
+    )
     if existing is not None and existing.transaction_id is not None:
         return StartOutcome(existing.transaction_id, existing.id, authorization, replayed=True)
 
     evse = await evse_for(uow, station, request.evse_number, at=request.received_at)
     location = evse.location  # held: touch() in evse_for walks up to it
     session_id = str(uuid.uuid4())
-    number = TransactionNumber(session_id=session_id, issued_at=request.received_at)
-    uow.session.add(number)
-    await uow.session.flush()
-    transaction_id = str(number.id)
+    number = None
+    transaction_id = request.transaction_id
+    if transaction_id is None:
+        number = TransactionNumber(session_id=session_id, issued_at=request.received_at)
+        uow.session.add(number)
+        await uow.session.flush()
+        transaction_id = str(number.id)
+    else:
+        await uow.session.flush()  # an EVSE evse_for just added goes in before its session
     operator = authorizer.operator
+    if authorization is not None:
+        status = "ACTIVE" if authorization.allowed else "INVALID"
+        cdr_token = authorization.cdr_token
+    else:
+        status, cdr_token = "PENDING", unknown_cdr_token("", operator)
     session = Session(
         id=session_id,
         country_code=operator.country_code,
@@ -222,16 +248,18 @@ async def start_transaction(
         location_id=location.id,
         evse_uid=evse.uid,
         connector_id=evse.connectors[0].id if evse.connectors else None,
-        status="ACTIVE" if authorization.allowed else "INVALID",
+        status=status,
         start_date_time=started_at,
-        cdr_token=authorization.cdr_token,
-        auth_method=authorization.auth_method,
-        authorization_reference=authorization.authorization_reference,
+        cdr_token=cdr_token,
+        auth_method=authorization.auth_method if authorization is not None else "WHITELIST",
+        authorization_reference=(
+            authorization.authorization_reference if authorization is not None else None
+        ),
         meter_id=station.meter_serial_number,
         meter_start_wh=request.meter_start_wh,
         energy_wh=Decimal(0),
         currency=DEFAULT_CURRENCY,
-        partner_id=authorization.partner_id,
+        partner_id=authorization.partner_id if authorization is not None else None,
         flags=["station_clock"] if clock_wrong else [],
         last_meter_wh=request.meter_start_wh,
         last_meter_at=started_at,
@@ -244,7 +272,7 @@ async def start_transaction(
         location,
         evse,
         evse.connectors[0] if evse.connectors else None,
-        ad_hoc=authorization.cdr_token.get("type") == "AD_HOC_USER",
+        ad_hoc=cdr_token.get("type") == "AD_HOC_USER",
     )
     reserved = None
     if request.reservation_id is not None:
@@ -260,29 +288,31 @@ async def start_transaction(
     if reserved is not None:
         # OCPI: the reservation's session itself becomes ACTIVE (same id, already known to
         # the eMSP), starting now; its reservation time stays priced before it.
-        number.session_id = reserved.id
+        if number is not None:
+            number.session_id = reserved.id
         session = _activate(reserved, session)
         session_id = session.id
     else:
         uow.session.add(session)
     await uow.session.flush()  # samples point at it, and no relationship orders the inserts
     record_billed_reading(uow, session, started_at)
-    uow.session.add(
-        MeterSample(
-            session_id=session_id,
-            station_id=station_id,
-            ocpp_evse_id=request.evse_number,
-            sampled_at=started_at,
-            station_time=request.station_time if clock_wrong else None,
-            received_at=request.received_at,
-            measurand=ENERGY_REGISTER,
-            context="Transaction.Begin",
-            unit="Wh",
-            value=request.meter_start_wh,
-            value_si=request.meter_start_wh,
-            flags=["station_clock"] if clock_wrong else None,
+    if request.meter_start_wh is not None:
+        uow.session.add(
+            MeterSample(
+                session_id=session_id,
+                station_id=station_id,
+                ocpp_evse_id=request.evse_number,
+                sampled_at=started_at,
+                station_time=request.station_time if clock_wrong else None,
+                received_at=request.received_at,
+                measurand=ENERGY_REGISTER,
+                context="Transaction.Begin",
+                unit="Wh",
+                value=request.meter_start_wh,
+                value_si=request.meter_start_wh,
+                flags=["station_clock"] if clock_wrong else None,
+            )
         )
-    )
     if clock_wrong:
         log_station_event(
             uow,
@@ -300,7 +330,8 @@ async def start_transaction(
     return StartOutcome(transaction_id, session_id, authorization)
 
 
-def _energy_reading(samples: tuple[Sample, ...]) -> Decimal | None:
+def energy_reading(samples: tuple[Sample, ...]) -> Decimal | None:
+    """The energy register of one reading: the total, else the sum of its phases."""
     registers = [
         s
         for s in samples
@@ -375,15 +406,15 @@ async def _store_meter_values(
 ) -> set[str]:
     """Store readings under ``session``; with ``bill``, count their energy steps on it."""
     flags: set[str] = set()
-    max_power_w = _max_power_w(evse)
+    power_limit_w = max_power_w(evse)
     for meter_value in meter_values:
         at, clock_wrong = trusted_time(meter_value.station_time, received_at)
         if await _already_stored(uow, session, at, meter_value.samples):
             continue
         sample_flags = ["station_clock"] if clock_wrong else []
-        reading = _energy_reading(meter_value.samples)
+        reading = energy_reading(meter_value.samples)
         if reading is not None and session is not None and bill:
-            moved, refused = _advance(session, reading, at, max_power_w)
+            moved, refused = _advance(session, reading, at, power_limit_w)
             if refused is not None:
                 sample_flags.append(refused)
             if moved:

@@ -40,6 +40,7 @@ from cpms.cdrs import CdrFilter, credit_cdr, get_cdr, list_cdrs
 from cpms.config import OPTIONS, Settings, load_settings
 from cpms.database import create_engine, current_revision, head_revision, prepare_schema
 from cpms.demo import DEMO_SETTINGS
+from cpms.device_model import address_of, list_variables, variable_view
 from cpms.documents import load_documents
 from cpms.errors import ConfigError, CpmsError, SchemaOutOfDate
 from cpms.locations import EvseWiring
@@ -264,6 +265,23 @@ async def _stations_events(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Set
         uow(), a.station_id, kind=a.kind, offset=a.offset, limit=a.limit
     )
     return page_view(page, [station_event_view(x) for x in page.items])
+
+
+async def _stations_device_model(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    async with uow() as unit:
+        page = await list_variables(
+            unit, a.station_id, component=a.component, variable=a.variable,
+            offset=a.offset, limit=a.limit,
+        )  # fmt: skip
+    if a.json:
+        return page_view(page, [variable_view(x) for x in page.items])
+    lines = []
+    for row in page.items:
+        unit_text = f" {row.unit}" if row.unit and row.value is not None else ""
+        value = "-" if row.value is None else row.value + unit_text
+        lines.append(f"{address_of(row).label}\t{row.attribute_type}\t{value}\t{row.mutability}")
+    lines.append(f"({len(page.items)} of {page.total}, from offset {page.offset})")
+    return Report("\n".join(lines))
 
 
 def _command_arguments(text: str | None) -> dict[str, Any]:
@@ -817,6 +835,11 @@ def _ocpi_parser(commands: Any) -> None:
     )
 
 
+def _spoken(ocpp: str) -> str:
+    """The OCPP version choice in words: ``mix`` is both versions."""
+    return "OCPP 1.6 and 2.0.1" if ocpp == "mix" else f"OCPP {ocpp}"
+
+
 def _count(text: str) -> int:
     try:
         count = int(text)
@@ -882,9 +905,8 @@ def _demo_parser(commands: Any) -> None:
     fleet.add_argument(
         "--ocpp",
         choices=("1.6", "2.0.1", "mix"),
-        default="1.6",
-        help="their OCPP version; mix: every other one (default: 1.6; 2.0.1 "
-        "needs a gateway that speaks it)",
+        default="mix",
+        help="their OCPP version; mix: every other one (default: mix)",
     )
     fleet.add_argument(
         "--seed",
@@ -1060,6 +1082,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("station_id")
     p.add_argument("--kind", help="only entries of this kind (command, offline, security, ...)")
+    _paging(p)
+    p = _sub(
+        sts,
+        "device-model",
+        _stations_device_model,
+        "show an OCPP 2.0.1 station's device model as it last reported it (NotifyReport): "
+        "one line per reported attribute",
+    )
+    p.add_argument("station_id")
+    p.add_argument("--component", help="only this component (any case, every instance)")
+    p.add_argument("--variable", help="only this variable (any case, every instance)")
     _paging(p)
     _command_parser(sts)
 
@@ -1239,7 +1272,7 @@ def _announce_demo(runtime: Any, demo: Any) -> None:
     created = f"added {len(setup.created)} objects" if setup.created else "all there already"
     lines = [
         "",
-        f"Demo: {demo.stations} simulated OCPP {demo.ocpp} stations ({first}..{last}) at "
+        f"Demo: {demo.stations} simulated {_spoken(demo.ocpp)} stations ({first}..{last}) at "
         f"location {setup.location_id},",
         f"  tariffs {' and '.join(setup.tariff_ids)}, drivers with RFID cards "
         f"{demo.tokens[0]}..{demo.tokens[-1]} ({created})",

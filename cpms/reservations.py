@@ -38,6 +38,7 @@ from cpms.unit_of_work import UnitOfWork
 __all__ = [
     "EXPIRED",
     "LIVE",
+    "end_reported_reservation",
     "end_reservation",
     "expire_reservations",
     "live_reservation",
@@ -179,3 +180,25 @@ async def end_reservation(
     uow.record(SessionEnded(occurred_at=now, session_id=session.id, status=session.status))
     await finish_billing(uow, session, now=now)
     return session
+
+
+async def end_reported_reservation(
+    uow: UnitOfWork, station_id: str, reservation_id: int, *, now: datetime, expired: bool
+) -> Reservation | None:
+    """End a live reservation of ``station_id`` that the station says it no longer holds.
+
+    For OCPP 2.0.1 ReservationStatusUpdate: Expired ends it as expired, Removed (the station
+    dropped it, say because the EVSE became unavailable) as cancelled, both through
+    ``end_reservation``. Returns the reservation ended; ``None``, and nothing changes, when the
+    id names no live reservation of this station (unknown, another station's, or ended
+    already, e.g. by ``expire_reservations``). No commit.
+    """
+    if not 0 < reservation_id < 2**63:  # a station's number that cannot be one of our ids
+        return None
+    reservation = await uow.session.get(Reservation, reservation_id)
+    if reservation is None or reservation.station_id != station_id:
+        return None
+    if reservation.status not in LIVE:
+        return None
+    await end_reservation(uow, reservation_id, now=now, expired=expired)
+    return reservation

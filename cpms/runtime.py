@@ -60,7 +60,7 @@ from ocpi_api.push import Pusher
 from ocpi_api.realtime_auth import OcpiRemoteAuthorizer
 from ocpi_api.registration import RegistrationFailed, our_roles, register, unregister, update
 from ocpi_api.versions import versions_url
-from ocpp_gateway import OcppServer, OcppVersion, v16
+from ocpp_gateway import OcppServer, OcppVersion, v16, v201
 from ocpp_gateway.server import StationProfile
 from ocpp_gateway.services import StationServices
 from ocpp_gateway.station_port import GatewayStationPort
@@ -145,7 +145,10 @@ class Runtime:
             on_connected=self._connected,
             on_disconnected=self._disconnected,
             on_tolerated=self._tolerated,
-            handlers={OcppVersion.V16: v16.handlers(services)},
+            handlers={
+                OcppVersion.V16: v16.handlers(services),
+                OcppVersion.V201: v201.handlers(services),
+            },
             ping_interval=settings.ping_interval,
             ping_timeout=settings.ping_timeout,
             # FIELD-NOTES 1: a station silent for two heartbeat intervals is gone.
@@ -419,7 +422,7 @@ async def demo(
     settings: Settings,
     *,
     stations: int = 6,
-    ocpp: str = "1.6",
+    ocpp: str = "mix",
     seed: int = 1,
     arrival_gap: float = 45.0,
     charge_time: tuple[float, float] = (60.0, 180.0),

@@ -103,6 +103,9 @@ MAX_QUEUED_INCOMING_CALLS = 8
 When full, the reader stops reading, which pushes back on the station through TCP.
 """
 
+FOLLOW_UP_TIMEOUT = 30.0
+"""Seconds a follow-up CALL (``CallContext.follow_up``) may wait for the station's answer."""
+
 SILENCE_CHECKS_PER_LIMIT = 4
 """How often per ``silence_limit`` the watchdog looks: a silent station is caught within 1.25x."""
 
@@ -127,6 +130,8 @@ class ConnectionState:
     """``time.monotonic()`` of the last frame received."""
     tolerated: set[tuple[str, str, str]] = field(default_factory=set)
     """(action, path, rule) already reported for this connection."""
+    memo: dict[str, Any] = field(default_factory=dict)
+    """What a version's handlers remember for the life of this connection, by their own keys."""
 
 
 Admit = Callable[[str, str | None], Awaitable[Admission]]
@@ -148,6 +153,18 @@ class CallContext:
     """When the gateway read the frame (UTC): station clocks lie, ours is the reference."""
     state: ConnectionState = field(default_factory=ConnectionState)
     """The connection's state; a BootNotification handler records the boot answer here."""
+    follow_ups: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    """CALLs to send the station once this CALL is answered (see ``follow_up``)."""
+
+    def follow_up(self, action: str, payload: dict[str, Any]) -> None:
+        """Send the station ``action`` after the answer to this CALL is on the wire.
+
+        The one way a handler makes the station act on what it just reported (a CostUpdated
+        after a TransactionEvent): calling from inside the handler would make the station wait
+        for itself. Sent in order, each with ``FOLLOW_UP_TIMEOUT``; a failure is logged, never
+        raised, since the CALL it follows has been answered already.
+        """
+        self.follow_ups.append((action, payload))
 
 
 Handler = Callable[[CallContext, Call], Awaitable[Mapping[str, Any]]]
@@ -277,6 +294,7 @@ class _StationConnection:
         )
         self._our_turn = asyncio.Lock()  # one outgoing CALL in flight, others wait their turn
         self._awaited_response: asyncio.Future[CallResult | CallError] | None = None
+        self._follow_ups: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         """Read frames until the connection closes; answer CALLs meanwhile."""
@@ -290,6 +308,8 @@ class _StationConnection:
             pass  # closed normally while we were sending a reply: same as the loop ending
         finally:
             answering.cancel()
+            for follow_up in self._follow_ups:
+                follow_up.cancel()
             await asyncio.wait([answering])  # unlike awaiting it, never swallows our own cancel
             if self._awaited_response is not None and not self._awaited_response.done():
                 self._awaited_response.set_exception(StationNotConnected(self.station_id))
@@ -391,6 +411,30 @@ class _StationConnection:
                 return
             finally:
                 marker.answered = True
+            if context.follow_ups:
+                task = asyncio.create_task(self._send_follow_ups(context.follow_ups))
+                self._follow_ups.add(task)
+                task.add_done_callback(self._follow_ups.discard)
+
+    async def _send_follow_ups(self, calls: list[tuple[str, dict[str, Any]]]) -> None:
+        for action, payload in calls:
+            try:
+                answer = await self.call(action, payload, timeout=FOLLOW_UP_TIMEOUT)
+            except (TimeoutError, StationNotConnected) as failed:
+                logger.info(
+                    "station %s: follow-up %s not answered: %r", self.station_id, action, failed
+                )
+                return
+            except Exception:
+                logger.exception("station %s: follow-up %s failed", self.station_id, action)
+                return
+            if isinstance(answer, CallError):
+                logger.info(
+                    "station %s: follow-up %s answered %s",
+                    self.station_id,
+                    action,
+                    answer.error_code,
+                )
 
 
 class _Turns:

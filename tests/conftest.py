@@ -1,12 +1,17 @@
 """Fixtures shared by all tests: real databases, real servers, one scalable time unit.
 
 ``database_url`` runs a test once on a fresh SQLite file and, when ``CPMS_TEST_POSTGRES_URL``
-is set, once more on a fresh PostgreSQL database created for that test alone.
+is set, once more on a fresh PostgreSQL database created for that test alone. Each fresh
+database is already migrated to head: the migrations run once per test run, into a template
+(a SQLite file copied per test; a PostgreSQL ``CREATE DATABASE ... TEMPLATE``), because
+running them for every test cost most of the suite's time. A test about migrating itself
+asks for an empty database with ``@pytest.mark.empty_database``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -48,15 +53,47 @@ def examples_dir() -> Path:
     return EXAMPLES
 
 
-async def _create_postgres_database() -> tuple[str, str]:
+async def _create_postgres_database(template: str | None = None) -> tuple[str, str]:
     assert POSTGRES_URL is not None
     admin_url = normalise_database_url(POSTGRES_URL)
     name = f"cpms_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    copied = f' TEMPLATE "{template}"' if template is not None else ""
     async with admin.connect() as connection:
-        await connection.execute(text(f'CREATE DATABASE "{name}"'))
+        await connection.execute(text(f'CREATE DATABASE "{name}"{copied}'))
     await admin.dispose()
     return admin_url.rsplit("/", 1)[0] + "/" + name, name
+
+
+async def _migrate(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        await prepare_schema(engine)
+        if engine.dialect.name == "sqlite":
+            async with engine.connect() as connection:
+                # Everything into the main file, so copying that one file copies the database.
+                await connection.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to head, copied for each test that wants a database."""
+    path = tmp_path_factory.mktemp("template") / "cpms.db"
+    asyncio.run(_migrate(f"sqlite+aiosqlite:///{path}"))
+    return path
+
+
+@pytest.fixture(scope="session")
+def _postgres_template() -> Iterator[str]:
+    """A PostgreSQL database migrated to head, the template of each test's database."""
+    url, name = asyncio.run(_create_postgres_database())
+    try:
+        asyncio.run(_migrate(url))
+        yield name
+    finally:
+        asyncio.run(_drop_postgres_database(name))
 
 
 async def _drop_postgres_database(name: str) -> None:
@@ -69,11 +106,19 @@ async def _drop_postgres_database(name: str) -> None:
 
 @pytest.fixture(params=_engines())
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A URL of an empty database of each engine under test."""
+    """A URL of a fresh database of each engine under test, migrated to head.
+
+    Empty instead (no schema at all) for a test marked ``empty_database``.
+    """
+    empty = request.node.get_closest_marker("empty_database") is not None
     if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'cpms.db'}"
+        path = tmp_path / "cpms.db"
+        if not empty:
+            shutil.copyfile(request.getfixturevalue("_sqlite_template"), path)
+        yield f"sqlite+aiosqlite:///{path}"
         return
-    url, name = asyncio.run(_create_postgres_database())
+    template = None if empty else request.getfixturevalue("_postgres_template")
+    url, name = asyncio.run(_create_postgres_database(template))
     try:
         yield url
     finally:

@@ -89,11 +89,15 @@ class RawStation:
         await self.send_text(json.dumps([3, unique_id, payload]))
 
     async def boot(self, **extra: Any) -> dict[str, Any]:
-        """Send a BootNotification and return the answer."""
-        return await self.result(
-            "BootNotification",
-            {"chargePointVendor": "RawVendor", "chargePointModel": "RawModel", **extra},
-        )
+        """Send a BootNotification in the connection's OCPP version and return the answer."""
+        if self.websocket.subprotocol == "ocpp2.0.1":
+            payload = {
+                "reason": "PowerUp",
+                "chargingStation": {"vendorName": "RawVendor", "model": "RawModel"},
+            }
+        else:
+            payload = {"chargePointVendor": "RawVendor", "chargePointModel": "RawModel"}
+        return await self.result("BootNotification", {**payload, **extra})
 
 
 @asynccontextmanager

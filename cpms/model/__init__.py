@@ -7,6 +7,7 @@ is UTC and SI-normalised (Wh, W, A); money is ``Decimal``.
 
 from cpms.model.base import Base, utcnow
 from cpms.model.cdr import Cdr
+from cpms.model.device_model import DeviceMonitor, DeviceVariable
 from cpms.model.location import Connector, Evse, Location
 from cpms.model.ocpi import OcpiCommand, OcpiPush
 from cpms.model.outbox import AdminToken, OutboxEntry
@@ -17,6 +18,7 @@ from cpms.model.station import ChargingStation
 from cpms.model.station_event import StationEvent
 from cpms.model.tariff import Tariff
 from cpms.model.token import Token
+from cpms.model.transaction_event import TransactionEvent
 from cpms.model.transaction_number import TransactionNumber
 
 __all__ = [
@@ -27,6 +29,8 @@ __all__ = [
     "ChargingPeriod",
     "ChargingStation",
     "Connector",
+    "DeviceMonitor",
+    "DeviceVariable",
     "Evse",
     "Location",
     "MeterSample",
@@ -39,6 +43,7 @@ __all__ = [
     "StationEvent",
     "Tariff",
     "Token",
+    "TransactionEvent",
     "TransactionNumber",
     "utcnow",
 ]

@@ -26,13 +26,15 @@ class Session(Base):
     __table_args__ = (
         Index("ix_session_station_id_status", "station_id", "status"),
         UniqueConstraint("station_id", "start_key"),
+        UniqueConstraint("station_id", "transaction_id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     country_code: Mapped[str] = mapped_column(String(2))
     party_id: Mapped[str] = mapped_column(String(3))
-    # Server-issued OCPP transaction id, unique across the whole system.
-    transaction_id: Mapped[str | None] = mapped_column(String(36), unique=True)
+    # The OCPP transaction id: ours for 1.6 (an integer unique across the whole system), the
+    # station's for 2.0.1 (unique per station only, so the pair is the key).
+    transaction_id: Mapped[str | None] = mapped_column(String(36))
     # What identifies the station's start request, so a replayed start finds this session.
     start_key: Mapped[str | None] = mapped_column(String(64))
     station_id: Mapped[str] = mapped_column(ForeignKey("charging_station.id"))
@@ -137,8 +139,8 @@ class MeterSample(Base):
     phase: Mapped[str | None] = mapped_column(String(8))
     location: Mapped[str | None] = mapped_column(String(8))
     context: Mapped[str | None] = mapped_column(String(24))
-    # As reported, and normalised (Wh, W, A, V, %...).
-    unit: Mapped[str | None] = mapped_column(String(16))
+    # As reported (OCPP 2.0.1 allows 20 characters), and normalised (Wh, W, A, V, %...).
+    unit: Mapped[str | None] = mapped_column(String(20))
     value: Mapped[Decimal]
     value_si: Mapped[Decimal]
     # Signed meter value (OCMF, EDL...) exactly as the station sent it.

@@ -27,7 +27,8 @@ class StationEvent(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     station_id: Mapped[str] = mapped_column(ForeignKey("charging_station.id"))
     # security, firmware, diagnostics, data_transfer, unknown_transaction, tolerated, command,
-    # boot, clock, meter
+    # boot, clock, meter; from 2.0.1 stations also report, event, reservation, smart_charging,
+    # customer_information, display_message
     kind: Mapped[str] = mapped_column(String(32))
     # What the station says happened when (its clock, may lie); when we heard of it (ours).
     occurred_at: Mapped[datetime | None]

@@ -13,6 +13,7 @@ from aiohttp import web
 from cpms import locations, push_queue, stations, tariffs, tokens
 from cpms.cdrs import CdrFilter, credit_cdr, get_cdr, list_cdrs
 from cpms.commands import send_command
+from cpms.device_model import list_monitors, list_variables, monitor_view, variable_view
 from cpms.documents import format_datetime, parse_datetime
 from cpms.errors import DocumentError, InvalidRequest, NotFound
 from cpms.locations import EvseWiring
@@ -354,6 +355,40 @@ async def list_events(request: web.Request) -> web.Response:
         limit=limit,
     )
     return web.json_response(page_view(page, [station_event_view(e) for e in page.items]))
+
+
+@routes.get("/stations/{station_id}/device-model")
+async def list_device_model(request: web.Request) -> web.Response:
+    """A 2.0.1 station's device model as it last reported it: one reported attribute per item."""
+    offset, limit = _paging(request)
+    async with _context(request).uow() as uow:
+        page = await list_variables(
+            uow,
+            request.match_info["station_id"],
+            component=request.query.get("component") or None,
+            variable=request.query.get("variable") or None,
+            offset=offset,
+            limit=limit,
+        )
+        items = [variable_view(v) for v in page.items]
+    return web.json_response(page_view(page, items))
+
+
+@routes.get("/stations/{station_id}/monitors")
+async def list_device_monitors(request: web.Request) -> web.Response:
+    """The monitors a 2.0.1 station last reported, by monitor id."""
+    offset, limit = _paging(request)
+    async with _context(request).uow() as uow:
+        page = await list_monitors(
+            uow,
+            request.match_info["station_id"],
+            component=request.query.get("component") or None,
+            variable=request.query.get("variable") or None,
+            offset=offset,
+            limit=limit,
+        )
+        items = [monitor_view(m) for m in page.items]
+    return web.json_response(page_view(page, items))
 
 
 # Station commands ---------------------------------------------------------------------------

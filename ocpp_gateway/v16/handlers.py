@@ -14,11 +14,9 @@ SignCertificate (refused: no certificate authority is configured).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
+from collections.abc import Mapping
 from decimal import Decimal
 from functools import partial
-from typing import Any, TypeVar
 
 from cpms.authorization import Authorization, AuthorizationStatus
 from cpms.charging import (
@@ -31,28 +29,21 @@ from cpms.charging import (
 )
 from cpms.station_lifecycle import (
     BootReport,
-    BootStatus,
     StatusReport,
     load_station,
-    log_station_event,
-    record_boot,
-    record_heartbeat,
     record_status,
 )
-from cpms.unit_of_work import UnitOfWork
+from ocpp_gateway.handler_base import HandlerBase, Payload, station_time
 from ocpp_gateway.rpc import Call, OcppVersion
 from ocpp_gateway.server import CallContext, Handler
 from ocpp_gateway.services import StationServices
 from ocpp_gateway.status_mapping import ocpi_status
-from ocpp_gateway.timestamps import format_timestamp, parse_timestamp
 from ocpp_gateway.v16.meter_values import read_meter_values
 
 __all__ = ["handlers", "id_tag_info"]
 
 logger = logging.getLogger("ocpp_gateway.v16")
 
-Payload = dict[str, Any]
-T = TypeVar("T")
 
 _ID_TAG_STATUS = {
     AuthorizationStatus.ALLOWED: "Accepted",
@@ -72,28 +63,7 @@ def id_tag_info(authorization: Authorization) -> Payload:
     return info
 
 
-def _time(context: CallContext, text: str | None, path: str) -> datetime | None:
-    if text is None:
-        return None
-    return parse_timestamp(text, path=path, lenient=context.state.lenient)
-
-
-class _Handlers:
-    def __init__(self, services: StationServices) -> None:
-        self.services = services
-
-    async def _write(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
-        return await self.services.committer.run(work)
-
-    async def _log(
-        self, context: CallContext, kind: str, summary: str, details: Payload | None = None
-    ) -> None:
-        await self._write(
-            lambda uow: _logged(
-                uow, context.station_id, kind, summary, context.received_at, details
-            )
-        )
-
+class _Handlers(HandlerBase):
     # Core profile
 
     async def authorize(self, context: CallContext, call: Call) -> Payload:
@@ -117,31 +87,7 @@ class _Handlers:
             meter_type=p.get("meterType"),
             meter_serial_number=p.get("meterSerialNumber"),
         )
-        decision = await self._write(
-            partial(
-                record_boot,
-                station_id=context.station_id,
-                report=report,
-                received_at=context.received_at,
-                heartbeat_interval=self.services.heartbeat_interval,
-            )
-        )
-        context.state.boot_status = decision.status.value
-        if decision.status is not BootStatus.ACCEPTED:
-            logger.info("station %s: boot answered %s", context.station_id, decision.status)
-        return {
-            "status": decision.status.value,
-            "currentTime": format_timestamp(decision.current_time),
-            "interval": decision.interval,
-        }
-
-    async def heartbeat(self, context: CallContext, call: Call) -> Payload:
-        now = await self._write(
-            partial(
-                record_heartbeat, station_id=context.station_id, received_at=context.received_at
-            )
-        )
-        return {"currentTime": format_timestamp(now)}
+        return await self._boot(context, report)
 
     async def status_notification(self, context: CallContext, call: Call) -> Payload:
         p = call.payload
@@ -153,7 +99,7 @@ class _Handlers:
             evse_number=p["connectorId"],
             status=ocpi_status(OcppVersion.V16, p["status"]),
             received_at=context.received_at,
-            station_time=_time(context, p.get("timestamp"), "timestamp"),
+            station_time=station_time(context, p.get("timestamp"), "timestamp"),
             error_code=None if error_code == "NoError" else error_code,
             details={"ocpp_status": p["status"], **details},
         )
@@ -186,7 +132,7 @@ class _Handlers:
             uid=p["idTag"],
             meter_start_wh=Decimal(p["meterStart"]),
             received_at=context.received_at,
-            station_time=_time(context, p["timestamp"], "timestamp"),
+            station_time=station_time(context, p["timestamp"], "timestamp"),
             reservation_id=p.get("reservationId"),
         )
         outcome = await self._write(
@@ -203,6 +149,7 @@ class _Handlers:
                 context.station_id,
                 outcome.transaction_id,
             )
+        assert outcome.authorization is not None  # a 1.6 start always names its idTag
         return {
             "transactionId": int(outcome.transaction_id),
             "idTagInfo": id_tag_info(outcome.authorization),
@@ -214,7 +161,7 @@ class _Handlers:
             transaction_id=str(p["transactionId"]),
             received_at=context.received_at,
             meter_stop_wh=Decimal(p["meterStop"]),
-            station_time=_time(context, p["timestamp"], "timestamp"),
+            station_time=station_time(context, p["timestamp"], "timestamp"),
             uid=p.get("idTag"),
             reason=p.get("reason"),
             meter_values=read_meter_values(
@@ -265,16 +212,12 @@ class _Handlers:
 
     async def security_event(self, context: CallContext, call: Call) -> Payload:
         p = call.payload
-        await self._write(
-            lambda uow: _logged(
-                uow,
-                context.station_id,
-                "security",
-                f"security event {p['type']}" + (f": {p['techInfo']}" if p.get("techInfo") else ""),
-                context.received_at,
-                dict(p),
-                occurred_at=_time(context, p["timestamp"], "timestamp"),
-            )
+        await self._log(
+            context,
+            "security",
+            f"security event {p['type']}" + (f": {p['techInfo']}" if p.get("techInfo") else ""),
+            dict(p),
+            occurred_at=station_time(context, p["timestamp"], "timestamp"),
         )
         return {}
 
@@ -304,27 +247,6 @@ class _Handlers:
             "StatusNotification": self.status_notification,
             "StopTransaction": self.stop_transaction,
         }
-
-
-async def _logged(
-    uow: UnitOfWork,
-    station_id: str,
-    kind: str,
-    summary: str,
-    received_at: datetime,
-    details: Payload | None,
-    *,
-    occurred_at: datetime | None = None,
-) -> None:
-    log_station_event(
-        uow,
-        station_id,
-        kind,
-        summary,
-        received_at=received_at,
-        occurred_at=occurred_at,
-        details=details,
-    )
 
 
 def handlers(services: StationServices) -> Mapping[str, Handler]:

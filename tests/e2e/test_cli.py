@@ -559,6 +559,7 @@ def test_tokens_use_the_configured_party(cpms: Cpms) -> None:
 # The database schema ------------------------------------------------------------------------
 
 
+@pytest.mark.empty_database
 def test_db_upgrade_brings_a_fresh_database_to_the_head_revision(cpms: Cpms) -> None:
     upgraded = cpms("db", "upgrade", "--json").json()
     assert upgraded == {"revision": head_revision(), "head": head_revision()}
@@ -569,11 +570,13 @@ def test_db_upgrade_brings_a_fresh_database_to_the_head_revision(cpms: Cpms) -> 
     assert head_revision() in plain.out
 
 
+@pytest.mark.empty_database
 def test_db_status_reports_an_empty_database_without_changing_it(cpms: Cpms) -> None:
     status = cpms("db", "status", "--json").json()
     assert status == {"revision": None, "head": head_revision()}
 
 
+@pytest.mark.empty_database
 def test_db_upgrade_works_where_servers_may_not_migrate(
     cpms: Cpms, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -582,6 +585,7 @@ def test_db_upgrade_works_where_servers_may_not_migrate(
     assert upgraded.json() == {"revision": head_revision(), "head": head_revision()}
 
 
+@pytest.mark.empty_database
 def test_a_verb_on_an_empty_database_refuses_when_migrating_is_not_allowed(
     cpms: Cpms, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -360,7 +360,7 @@ async def test_cpms_demo_charges_publishes_stops_cleanly_and_starts_again(
         versions_url, token_a = told["url"], told["token"]
         admin = (await first.printed(r"Operator API token.*\n\s+(?P<token>\S+)\n", READY))["token"]
         base = versions_url.removesuffix("/ocpi/versions")
-        assert "3 simulated OCPP 1.6 stations" in first.stdout()
+        assert "3 simulated OCPP 1.6 and 2.0.1 stations" in first.stdout()
         assert "no dashboard yet" in first.stdout()
 
         await emsp_peer.register_with(versions_url, token_a)

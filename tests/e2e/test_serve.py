@@ -513,6 +513,7 @@ async def test_a_busy_port_stops_the_start_with_an_error_naming_it(
 # The database schema -------------------------------------------------------------------------
 
 
+@pytest.mark.empty_database
 async def test_a_server_not_allowed_to_migrate_refuses_an_empty_database_and_says_how_to_upgrade(
     tmp_path: Path, database_url: str, http: aiohttp.ClientSession
 ) -> None:

@@ -59,6 +59,9 @@ def status(connector: int, value: str, error_code: str = "NoError", **extra: Any
     return {"connectorId": connector, "status": value, "errorCode": error_code, **extra}
 
 
+V201 = "ocpp2.0.1"
+
+
 async def expect_refused(node: Node, station_id: str, **options: Any) -> int:
     """Connect and return the HTTP status of the refused handshake."""
     with pytest.raises(InvalidStatus) as refused:
@@ -100,6 +103,13 @@ async def test_security_profile_1_needs_the_station_id_and_its_password(known_no
     async with known_node.connect("SP1", password=PASSWORD) as station:
         assert (await station.boot())["status"] == "Accepted"
     assert (await known_node.station("SP1")).boot_status == "Accepted"
+
+    # OCPP 2.0.1 stations pass the same gate.
+    await known_node.create_station("SP1-201", password=PASSWORD)
+    assert await expect_refused(known_node, "SP1-201", version=V201, password="wrong-9") == 401
+    async with known_node.connect("SP1-201", version=V201, password=PASSWORD) as station:
+        assert (await station.boot())["status"] == "Accepted"
+    assert (await known_node.station("SP1-201")).ocpp_version == V201
 
 
 def _self_signed_certificate(folder: Path) -> tuple[Path, Path]:
@@ -173,6 +183,9 @@ async def test_security_profile_2_serves_wss_and_refuses_plain_ws(
     async with node.connect("TLS-1", ssl_context=trusting) as station:
         assert (await station.boot())["status"] == "Accepted"
     assert (await node.station("TLS-1")).boot_status == "Accepted"
+    async with node.connect("TLS-201", version=V201, ssl_context=trusting) as station:
+        assert (await station.boot())["status"] == "Accepted"
+    assert (await node.station("TLS-201")).boot_status == "Accepted"
 
     # The server waits for a TLS ClientHello and hangs up on a plain HTTP upgrade request.
     with pytest.raises((InvalidMessage, ConnectionError)):

@@ -22,6 +22,7 @@ def _differences(connection: Connection) -> list[object]:
     return list(compare_metadata(context, Base.metadata))
 
 
+@pytest.mark.empty_database
 async def test_an_empty_database_is_migrated_to_head(database_url: str) -> None:
     engine = create_engine(database_url)
     try:
@@ -40,6 +41,7 @@ async def test_the_migrations_build_exactly_the_models(engine: AsyncEngine) -> N
     assert differences == []
 
 
+@pytest.mark.empty_database
 async def test_migrating_can_be_refused(database_url: str) -> None:
     engine = create_engine(database_url)
     try:

@@ -27,6 +27,11 @@ MODULES = [
     "ocpp_gateway.v16",
     "ocpp_gateway.v16.handlers",
     "ocpp_gateway.v16.meter_values",
+    "ocpp_gateway.handler_base",
+    "ocpp_gateway.v201",
+    "ocpp_gateway.v201.handlers",
+    "ocpp_gateway.v201.meter_values",
+    "ocpp_gateway.v201.reports",
 ]
 
 

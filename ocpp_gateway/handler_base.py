@@ -1,0 +1,105 @@
+"""What the message handlers of every OCPP version share: writes, the station log, timestamps.
+
+A version's handlers (``v16.handlers``, ``v201.handlers``) subclass ``HandlerBase`` so both
+dialects reach the core the same way: hot-path writes through the group committer (answered
+once durable), log entries in the station log, station timestamps read leniently or strictly
+as the station is configured, and the boot and heartbeat answers, which are the same in both.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from functools import partial
+from typing import Any, TypeVar
+
+from cpms.station_lifecycle import (
+    BootReport,
+    BootStatus,
+    log_station_event,
+    record_boot,
+    record_heartbeat,
+)
+from cpms.unit_of_work import UnitOfWork
+from ocpp_gateway.rpc import Call
+from ocpp_gateway.server import CallContext
+from ocpp_gateway.services import StationServices
+from ocpp_gateway.timestamps import format_timestamp, parse_timestamp
+
+__all__ = ["HandlerBase", "Payload", "station_time"]
+
+Payload = dict[str, Any]
+T = TypeVar("T")
+
+logger = logging.getLogger("ocpp_gateway")
+
+
+def station_time(context: CallContext, text: str | None, path: str) -> datetime | None:
+    """A timestamp the station sent (None if it sent none), read as strictly as it deserves."""
+    if text is None:
+        return None
+    return parse_timestamp(text, path=path, lenient=context.state.lenient)
+
+
+class HandlerBase:
+    """The core services and the two ways every handler writes: state, and the log."""
+
+    def __init__(self, services: StationServices) -> None:
+        self.services = services
+
+    async def _write(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
+        return await self.services.committer.run(work)
+
+    async def _log(
+        self,
+        context: CallContext,
+        kind: str,
+        summary: str,
+        details: Payload | None = None,
+        *,
+        occurred_at: datetime | None = None,
+    ) -> None:
+        """Keep an entry in the station's log (durable before the station is answered)."""
+
+        async def write(uow: UnitOfWork) -> None:
+            log_station_event(
+                uow,
+                context.station_id,
+                kind,
+                summary[:255],
+                received_at=context.received_at,
+                occurred_at=occurred_at,
+                details=details,
+            )
+
+        await self._write(write)
+
+    async def _boot(self, context: CallContext, report: BootReport) -> Payload:
+        """Record a boot; answer it (the same three fields in 1.6 and 2.0.1)."""
+        decision = await self._write(
+            partial(
+                record_boot,
+                station_id=context.station_id,
+                report=report,
+                received_at=context.received_at,
+                heartbeat_interval=self.services.heartbeat_interval,
+            )
+        )
+        context.state.boot_status = decision.status.value
+        if decision.status is not BootStatus.ACCEPTED:
+            logger.info("station %s: boot answered %s", context.station_id, decision.status)
+        return {
+            "status": decision.status.value,
+            "currentTime": format_timestamp(decision.current_time),
+            "interval": decision.interval,
+        }
+
+    async def heartbeat(self, context: CallContext, call: Call) -> Payload:
+        """Heartbeat, the same in every version: note the station is alive, tell it our time."""
+        now = await self._write(
+            partial(
+                record_heartbeat, station_id=context.station_id, received_at=context.received_at
+            )
+        )
+        return {"currentTime": format_timestamp(now)}
