@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from cpms.model import OcpiCommand, Token, utcnow
 from cpms.unit_of_work import UnitOfWork
@@ -301,13 +301,16 @@ class Authorizer:
 
     @staticmethod
     async def _find(uow: UnitOfWork, uid: str) -> Token | None:
-        # Exact match: OCPP calls idTags case-insensitive, but eMSPs' uids are case-exact.
-        tokens = list(await uow.session.scalars(select(Token).where(Token.uid == uid)))
+        # OCPP idTags are case-insensitive (a reader may send a card's hex uid in lower case);
+        # a token spelt exactly as presented still comes first.
+        tokens = list(
+            await uow.session.scalars(select(Token).where(func.lower(Token.uid) == uid.lower()))
+        )
         if not tokens:
             return None
 
-        def rank(token: Token) -> tuple[bool, bool, int]:
+        def rank(token: Token) -> tuple[bool, bool, bool, int]:
             order = _TYPE_ORDER.index(token.type) if token.type in _TYPE_ORDER else 9
-            return (not token.valid, token.source != "local", order)
+            return (token.uid != uid, not token.valid, token.source != "local", order)
 
         return min(tokens, key=rank)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cpms.model.base import Base, BigId, utcnow
@@ -42,3 +42,7 @@ class Token(Base):
     # "local" (operator) or "ocpi" (pushed by the partner below).
     source: Mapped[str] = mapped_column(String(8), default="local")
     partner_id: Mapped[int | None] = mapped_column(ForeignKey("ocpi_partner.id"), index=True)
+
+
+# OCPP idTags are case-insensitive (CiString): an idTag is found in any case with this index.
+Index("ix_token_lower_uid", func.lower(Token.uid))

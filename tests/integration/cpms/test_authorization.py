@@ -129,11 +129,21 @@ async def test_a_token_nobody_issued_is_unknown(uow: UnitOfWorkFactory) -> None:
     assert decision.group_id is None
 
 
-async def test_uids_are_matched_exactly(uow: UnitOfWorkFactory) -> None:
+async def test_uids_are_found_in_any_case_the_exact_spelling_first(
+    uow: UnitOfWorkFactory,
+) -> None:
+    # OCPP idTags and OCPI uids are CiStrings: a reader sending a card's hex uid in lower
+    # case presents the same card.
     await _token(uow, "AbC123")
     authorizer = Authorizer(OPERATOR)
     assert (await _authorize(uow, authorizer, "AbC123")).allowed is True
-    assert (await _authorize(uow, authorizer, "abc123")).status is AuthorizationStatus.UNKNOWN
+    found = await _authorize(uow, authorizer, "abc123")
+    assert (found.allowed, found.cdr_token["uid"]) == (True, "AbC123")
+
+    await _token(uow, "abc123", valid=False)
+    assert (await _authorize(uow, authorizer, "abc123")).status is AuthorizationStatus.BLOCKED
+    assert (await _authorize(uow, authorizer, "ABC123")).allowed is True  # a valid one first
+    assert (await _authorize(uow, authorizer, "xbc123")).status is AuthorizationStatus.UNKNOWN
 
 
 async def test_unknown_tokens_may_be_accepted_with_our_own_cdr_token(
