@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run serve test lint format clean
+.PHONY: run serve test lint format clean bench bench-gateway bench-meter bench-idle bench-storm bench-ocpi
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
@@ -24,6 +24,26 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Benchmarks (bench/, docs/PERFORMANCE.md): every scenario beside its baselines, about ten
+# minutes in all; each bench-<scenario> runs one at its full size. They report, never fail.
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+bench-gateway: $(STAMP)
+	$(BIN)/python -m bench.gateway_throughput
+
+bench-meter: $(STAMP)
+	$(BIN)/python -m bench.meter_values
+
+bench-idle: $(STAMP)
+	$(BIN)/python -m bench.idle_capacity
+
+bench-storm: $(STAMP)
+	$(BIN)/python -m bench.reconnect_storm
+
+bench-ocpi: $(STAMP)
+	$(BIN)/python -m bench.ocpi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

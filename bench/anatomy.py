@@ -1,0 +1,280 @@
+"""Where a message's time goes in our node: SQL statements, commits and CPU per OCPP message.
+
+Not a scenario with baselines but the diagnosis beside them (docs/PERFORMANCE.md, "What
+limits our node"). It starts a node in this process (``cpms.runtime.Runtime``, SQLite in a
+temporary directory, open admission), counts every SQL statement the node's engine executes
+and every commit, and sends messages from one raw station (``bench.load.Link``) one at a
+time, so each message's statements are its own:
+
+- per action (BootNotification, Heartbeat, StatusNotification, StartTransaction, MeterValues,
+  StopTransaction): statements and commits per message, CPU milliseconds per message (this
+  process: the node plus one station, which costs ~0.05 ms a message);
+- MeterValues late in a long transaction (after ``--long`` readings), to show whether a
+  reading costs more as its session grows;
+- Heartbeats from ``--stations`` stations at once, to show what the group committer saves
+  when messages share a transaction.
+
+Statement counts do not depend on how busy the machine is, so they compare across runs.
+``python -m bench.anatomy [--messages 50] [--long 500]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+
+from bench.load import BOOT, Link, connect, meter_value, status
+from bench.report import Table, emit, number
+
+__all__ = ["build_parser", "main", "run"]
+
+
+class _Counter:
+    """SQL statements by kind and commits, counted on a sync engine's events."""
+
+    def __init__(self) -> None:
+        self.statements: Counter[str] = Counter()
+        self.commits = 0
+
+    def attach(self, sync_engine: Any) -> None:
+        event.listen(sync_engine, "before_cursor_execute", self._statement)
+        event.listen(sync_engine, "commit", self._commit)
+
+    def _statement(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        self.statements[statement.lstrip().split(None, 1)[0].upper()] += 1
+
+    def _commit(self, _conn: Any) -> None:
+        self.commits += 1
+
+    def snapshot(self) -> tuple[int, int, Counter[str]]:
+        return sum(self.statements.values()), self.commits, Counter(self.statements)
+
+
+async def _measure(
+    counter: _Counter,
+    label: str,
+    link: Link,
+    action: str,
+    payloads: Sequence[dict[str, Any]],
+    answers: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Send ``payloads`` one at a time; statements, commits and CPU per message."""
+    before_total, before_commits, before_kinds = counter.snapshot()
+    cpu, wall = time.process_time(), time.perf_counter()
+    for payload in payloads:
+        frame, _ = await link.call(action, payload)
+        if frame[0] != 3:
+            raise RuntimeError(f"{action} answered {frame}")
+        if answers is not None:
+            answers.append(frame[2])
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    total, commits, kinds = counter.snapshot()
+    n = len(payloads)
+    by_kind = {
+        k: round((kinds[k] - before_kinds[k]) / n, 2) for k in kinds if kinds[k] != before_kinds[k]
+    }
+    return {
+        "label": label,
+        "messages": n,
+        "statements_per_msg": round((total - before_total) / n, 2),
+        "commits_per_msg": round((commits - before_commits) / n, 2),
+        "by_kind": by_kind,
+        "cpu_ms_per_msg": round(cpu / n * 1000, 2),
+        "wall_ms_per_msg": round(wall / n * 1000, 2),
+    }
+
+
+async def _anatomy(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    from cpms.admission import AdmissionPolicy
+    from cpms.config import Settings
+    from cpms.runtime import Runtime
+
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{workdir / 'cpms.db'}",
+        secret_key_file=str(workdir / "cpms.key"),
+        ocpp_port=0,
+        http_port=0,
+        admin_token="bench-operator-token-0123456789",
+        station_admission=AdmissionPolicy.OPEN,
+        accept_unknown_tokens=True,
+        log_level="WARNING",
+    )
+    runtime = Runtime(settings, node="bench-anatomy")
+    await runtime.start()
+    counter = _Counter()
+    counter.attach(runtime.engine.sync_engine)
+    url = f"ws://127.0.0.1:{runtime.ocpp_port}/ocpp"
+    n = args.messages
+    rows: list[dict[str, Any]] = []
+    try:
+        links = [await connect(url, f"ANAT-{k:03d}") for k in range(1, n + 1)]
+        link = links[0]
+        rows.append(
+            await _measure(counter, "BootNotification", link, "BootNotification", [BOOT] * n)
+        )
+        rows.append(await _measure(counter, "Heartbeat", link, "Heartbeat", [{}] * n))
+        states = [status(1, "Preparing" if i % 2 else "Available") for i in range(n)]
+        label = "StatusNotification (a change)"
+        rows.append(await _measure(counter, label, link, "StatusNotification", states))
+        # Transactions: one per station, each started and stopped once.
+        for station in links[1:]:
+            await station.call("BootNotification", BOOT)
+        answers: list[dict[str, Any]] = []
+        start_rows = []
+        for station in links:
+            start = {"connectorId": 1, "idTag": "ANATOMY1", "meterStart": 0, "timestamp": _stamp()}
+            start_rows.append(
+                await _measure(
+                    counter, "StartTransaction", station, "StartTransaction", [start], answers
+                )
+            )
+        starts = [int(answer["transactionId"]) for answer in answers]
+        rows.append(_merge("StartTransaction", start_rows))
+        register = 0.0
+        readings = []
+        for _ in range(n):
+            register += 3.0
+            readings.append(meter_value(starts[0], register, _now(), 4))
+            await asyncio.sleep(0.002)  # readings at distinct, increasing times
+        label = "MeterValues (4 samples), readings 1..n"
+        rows.append(await _measure(counter, label, link, "MeterValues", readings))
+        for _ in range(args.long):
+            register += 3.0
+            await link.call("MeterValues", meter_value(starts[0], register, _now(), 4))
+        late = []
+        for _ in range(n):
+            register += 3.0
+            late.append(meter_value(starts[0], register, _now(), 4))
+            await asyncio.sleep(0.002)
+        label = f"MeterValues after {args.long + n} readings"
+        rows.append(await _measure(counter, label, link, "MeterValues", late))
+        stop_rows = []
+        for station, tx in zip(links, starts, strict=True):
+            stop = {
+                "transactionId": tx,
+                "meterStop": int(register) + 10,
+                "timestamp": _stamp(),
+                "reason": "Local",
+            }
+            stop_rows.append(
+                await _measure(counter, "StopTransaction", station, "StopTransaction", [stop])
+            )
+        rows.append(_merge("StopTransaction (CDR issued)", stop_rows))
+        # Many stations at once: the group committer shares transactions among them.
+        before_total, before_commits, _ = counter.snapshot()
+        batches_before = runtime.committer.batches
+        cpu = time.process_time()
+        await asyncio.gather(*(s.call("Heartbeat", {}) for s in links))
+        cpu = time.process_time() - cpu
+        total, commits, _ = counter.snapshot()
+        rows.append(
+            {
+                "label": f"Heartbeat, {len(links)} stations at once",
+                "messages": len(links),
+                "statements_per_msg": round((total - before_total) / len(links), 2),
+                "commits_per_msg": round((commits - before_commits) / len(links), 2),
+                "by_kind": {},
+                "cpu_ms_per_msg": round(cpu / len(links) * 1000, 2),
+                "wall_ms_per_msg": None,
+                "batches": runtime.committer.batches - batches_before,
+            }
+        )
+        for station in links:
+            station.close()
+    finally:
+        await runtime.stop()
+    return {"messages": n, "rows": rows}
+
+
+def _merge(label: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    n = sum(r["messages"] for r in rows)
+    kinds: Counter[str] = Counter()
+    for r in rows:
+        for kind, value in r["by_kind"].items():
+            kinds[kind] += value * r["messages"]
+    return {
+        "label": label,
+        "messages": n,
+        "statements_per_msg": round(
+            sum(r["statements_per_msg"] * r["messages"] for r in rows) / n, 2
+        ),
+        "commits_per_msg": round(sum(r["commits_per_msg"] * r["messages"] for r in rows) / n, 2),
+        "by_kind": {k: round(v / n, 2) for k, v in kinds.items()},
+        "cpu_ms_per_msg": round(sum(r["cpu_ms_per_msg"] * r["messages"] for r in rows) / n, 2),
+        "wall_ms_per_msg": round(sum(r["wall_ms_per_msg"] * r["messages"] for r in rows) / n, 2),
+    }
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _stamp() -> str:
+    moment = _now()
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of ``python -m bench.anatomy``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.anatomy", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--messages", type=int, default=50, help="messages per row (50)")
+    parser.add_argument(
+        "--long", type=int, default=500, help="readings before the late MeterValues row (500)"
+    )
+    parser.add_argument("--quick", action="store_true", help="--messages 10 --long 50")
+    return parser
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure; the record of the run."""
+    if args.quick:
+        args.messages, args.long = 10, 50
+    with tempfile.TemporaryDirectory(prefix="cpms-bench-") as tmp:
+        return asyncio.run(_anatomy(args, Path(tmp)))
+
+
+def tables(record: dict[str, Any]) -> list[Table]:
+    """One table: a row per kind of message."""
+    table = Table(
+        "Anatomy of a message in our node (one station, one message at a time, SQLite)",
+        ("message", "n", "SQL/msg", "commits/msg", "CPU ms/msg", "wall ms/msg", "statements"),
+    )
+    for row in record["rows"]:
+        kinds = ", ".join(f"{k} {v:g}" for k, v in sorted(row["by_kind"].items()))
+        if "batches" in row:
+            kinds = f"{row['batches']} group-commit batches"
+        table.add(
+            row["label"],
+            row["messages"],
+            number(row["statements_per_msg"]),
+            number(row["commits_per_msg"], 2),
+            number(row["cpu_ms_per_msg"], 2),
+            number(row["wall_ms_per_msg"], 2),
+            kinds,
+        )
+    table.note("CPU is this process's: the node and one station (the station costs ~0.05 ms).")
+    return [table]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the diagnosis; print the table and the JSON line."""
+    args = build_parser().parse_args(argv)
+    record = run(args)
+    emit("anatomy", tables(record), record)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
