@@ -19,7 +19,9 @@ Workloads (``LoadSpec.workload``):
   happens while offline (MeterValues, StopTransaction, then a whole offline transaction),
   reconnect together (within ``reconnect_jitter`` s), boot, replay the queue in order (a
   ``duplicate_share`` of them first replays their online StartTransaction, as a station that
-  never saw its answer), and the time until every station is done is measured.
+  never saw its answer; a message not answered within ``call_timeout`` is sent again and a
+  lost link reconnected, as stations do), and the time until every station is done is
+  measured, for at most ``duration`` seconds.
 
 A station is a thin ``asyncio.Protocol`` (``Link``) that frames websocket messages itself
 rather than the ``websockets`` client: the generator must cost far less CPU per message than
@@ -519,7 +521,7 @@ class _Generator:
         return station.register_wh, now
 
     async def _start_transaction(self, station: _Station) -> None:
-        await self._call(station, "StatusNotification", status(1, "Preparing"))
+        # Set-up is not measured: only what the measured phase needs (no Preparing/Charging).
         station.meter_at = datetime.now(UTC)
         station.start_payload = {
             "connectorId": 1,
@@ -532,7 +534,6 @@ class _Generator:
             raise CallFailed(f"StartTransaction answered {json.dumps(frame)[:120]}")
         station.transaction_id = int(frame[2]["transactionId"])
         station.transactions.append(station.transaction_id)
-        await self._call(station, "StatusNotification", status(1, "Charging"))
 
     # phases
 
@@ -778,29 +779,47 @@ class _Generator:
             "generator_cpu_share": round((time.process_time() - cpu_before) / window, 3),
             "server_cpu_share": _cpu_share(server_start, server_end, window),
             "transactions": {s.id: s.transactions for s in ready},
+            "unfinished": [s.id for s in ready if s.done_at is None],
         }
 
     async def _come_back(self, station: _Station, dropped: datetime) -> None:
         """Reconnect, boot, replay the queue the drop left, in order."""
-        spec = self.spec
-        rng = random.Random(f"{spec.seed}:{station.id}:storm")
-        await asyncio.sleep(rng.uniform(0, spec.reconnect_jitter))
+        rng = random.Random(f"{self.spec.seed}:{station.id}:storm")
+        await asyncio.sleep(rng.uniform(0, self.spec.reconnect_jitter))
+        await self._reconnect(station, rng)
+        await self._storm_calls(station, dropped, rng)
+        station.done_at = time.perf_counter()
+
+    async def _reconnect(self, station: _Station, rng: random.Random) -> None:
+        """Connect and boot, trying again after a growing, jittered pause, as stations do."""
         backoff = 0.25
         while True:
             try:
                 await self._connect(station)
-                break
-            except (OSError, TimeoutError, HandshakeFailed) as error:
+                boot = await self._call(station, "BootNotification", BOOT)
+                if boot[0] == 3:
+                    return
+                self.recorder.error("reconnect: boot refused")
+            except (OSError, TimeoutError, HandshakeFailed, CallFailed) as error:
                 self.recorder.error(f"reconnect: {_kind(error)}")
-                station.reconnect_tries += 1
-                await asyncio.sleep(rng.uniform(backoff / 2, backoff))
-                backoff = min(backoff * 2, 4.0)
-        try:
-            await self._storm_calls(station, dropped, rng)
-        except CallFailed as error:
-            self.recorder.error(f"replay: {error.kind}")
-            return
-        station.done_at = time.perf_counter()
+            if station.link is not None:
+                station.link.abort()
+            station.reconnect_tries += 1
+            await asyncio.sleep(rng.uniform(backoff / 2, backoff))
+            backoff = min(backoff * 2, 4.0)
+
+    async def _replay(
+        self, station: _Station, rng: random.Random, action: str, payload: dict[str, Any]
+    ) -> list[Any]:
+        """Deliver one queued message: a station resends it until it is answered (OCPP 1.6
+        4.7: transaction messages are retried), reconnecting if its link is lost."""
+        while True:
+            try:
+                return await self._call(station, action, payload)
+            except CallFailed as error:
+                self.recorder.error(f"replay: {error.kind}, sent again")
+                if error.kind == "closed":
+                    await self._reconnect(station, rng)
 
     async def _storm_calls(
         self,
@@ -809,24 +828,25 @@ class _Generator:
         rng: random.Random,
     ) -> None:
         spec = self.spec
-        boot = await self._call(station, "BootNotification", BOOT)
-        if boot[0] != 3:
-            raise CallFailed("boot refused")
         tx1 = station.transaction_id
         if station.start_payload is not None and rng.random() < spec.duplicate_share:
             # The station never saw the answer to its StartTransaction: it sends it again,
             # unchanged. The same transaction must come back, not a second one.
-            again = await self._call(station, "StartTransaction", station.start_payload)
+            again = await self._replay(station, rng, "StartTransaction", station.start_payload)
             self.recorder.note("duplicate StartTransaction sent")
             if again[0] != 3 or again[2].get("transactionId") != tx1:
                 self.recorder.note("duplicate StartTransaction got another transactionId")
         # Registers grow as an 11 kW charge could (about 3 Wh a second): nothing is flagged.
         ms = timedelta(milliseconds=1)
-        await self._call(
-            station, "MeterValues", meter_value(tx1, 1.0, dropped + 100 * ms, spec.meter_samples)
-        )
-        await self._call(
+        await self._replay(
             station,
+            rng,
+            "MeterValues",
+            meter_value(tx1, 1.0, dropped + 100 * ms, spec.meter_samples),
+        )
+        await self._replay(
+            station,
+            rng,
             "StopTransaction",
             {
                 "transactionId": tx1,
@@ -835,8 +855,9 @@ class _Generator:
                 "reason": "EVDisconnected",
             },
         )
-        start = await self._call(
+        start = await self._replay(
             station,
+            rng,
             "StartTransaction",
             {
                 "connectorId": 1,
@@ -846,14 +867,19 @@ class _Generator:
             },
         )
         if start[0] != 3:
-            raise CallFailed("offline StartTransaction refused")
+            self.recorder.error("replay: offline StartTransaction refused")
+            return
         tx2 = int(start[2]["transactionId"])
         station.transactions.append(tx2)
-        await self._call(
-            station, "MeterValues", meter_value(tx2, 2.5, dropped + 800 * ms, spec.meter_samples)
-        )
-        await self._call(
+        await self._replay(
             station,
+            rng,
+            "MeterValues",
+            meter_value(tx2, 2.5, dropped + 800 * ms, spec.meter_samples),
+        )
+        await self._replay(
+            station,
+            rng,
             "StopTransaction",
             {
                 "transactionId": tx2,
@@ -862,7 +888,7 @@ class _Generator:
                 "reason": "Local",
             },
         )
-        await self._call(station, "StatusNotification", status(1, "Available"))
+        await self._replay(station, rng, "StatusNotification", status(1, "Available"))
 
 
 def _kind(error: BaseException) -> str:
