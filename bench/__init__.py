@@ -6,10 +6,13 @@ is bounded in count and in time, stops by itself, measures its baselines in the 
 table and one JSON line. A scenario never fails: it exits 0 unless it crashed.
 
 - ``load``: the load generator, N raw OCPP-J 1.6 stations in a process of their own;
-- ``limit_server`` and ``ocpp_lib_server``: the two baselines, runnable servers;
+- ``limit_server`` and ``ocpp_lib_server``: the two baselines, runnable servers
+  (``ocpi_limit_server``: the limit of OCPI paging);
 - ``servers``: starting and stopping the servers under test as processes;
+- ``measure`` and ``report``: latency summaries, process sampling, tables and JSON lines;
 - ``gateway_throughput``, ``meter_values``, ``idle_capacity``, ``reconnect_storm``,
-  ``ocpi``: the scenarios; ``python -m bench`` runs them all.
+  ``ocpi``: the scenarios; ``python -m bench`` runs them all;
+- ``anatomy``: the diagnosis beside them, SQL statements and CPU per message in our node.
 
 See docs/PERFORMANCE.md for the latest figures and the exact commands.
 """

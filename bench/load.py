@@ -477,7 +477,6 @@ class _Generator:
     def __init__(self, spec: LoadSpec, on_ready: Callable[[dict[str, Any]], None]) -> None:
         self.spec = spec
         self.on_ready = on_ready
-        self.rng = random.Random(spec.seed)
         self.recorder = _Recorder(spec.max_messages)
         self.stations = [
             _Station(f"{spec.prefix}{number:05d}") for number in range(1, spec.stations + 1)
@@ -583,9 +582,16 @@ class _Generator:
         for task in pending:
             task.cancel()
         if pending:
-            self._setup_error("setup timeout")
+            self.setup_errors["setup timeout"] = len(pending)
             await asyncio.wait(pending)
-        ready = [s for s in self.stations if s.link is not None and s.link.is_open]
+        ready = []
+        for task, station in zip(tasks, self.stations, strict=True):
+            prepared = not task.cancelled() and task.result()
+            if prepared and station.link is not None and station.link.is_open:
+                ready.append(station)
+            elif station.link is not None:  # cut short mid-way: not one of the fleet
+                station.link.abort()
+                station.link = None
         setup_seconds = time.perf_counter() - began
         server_ready = _sample(spec.watch_pid)
         self.on_ready({"ready": len(ready), "setup_seconds": round(setup_seconds, 2)})

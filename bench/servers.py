@@ -8,8 +8,11 @@ accepted, logging at WARNING. A server that dies early is reported with the tail
 log instead of hanging the scenario.
 
 ``drive(server, spec)`` runs one load against one server and returns the generator's
-figures with the server's exit state; ``scratch_postgres`` creates and drops a database for
-one run, as tests/conftest.py does.
+figures with the server's exit state; ``measure`` does it on a freshly started server and
+lets the scenario read the node's database afterwards (``database_rows``) while it still
+runs. ``create_token`` issues a local token the way an operator does (``cpms tokens
+create``); ``scratch_postgres`` creates and drops a database for one run, as
+tests/conftest.py does.
 """
 
 from __future__ import annotations
