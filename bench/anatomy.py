@@ -34,7 +34,7 @@ from typing import Any
 from sqlalchemy import event
 
 from bench.load import BOOT, Link, connect, meter_value, status
-from bench.report import Table, emit, number
+from bench.report import Table, number, scenario_main
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -270,10 +270,7 @@ def tables(record: dict[str, Any]) -> list[Table]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the diagnosis; print the table and the JSON line."""
-    args = build_parser().parse_args(argv)
-    record = run(args)
-    emit("anatomy", tables(record), record)
-    return 0
+    return scenario_main("anatomy", argv, build_parser, run, tables)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ from aiohttp import web
 
 from bench.load import BOOT, Link, connect, status
 from bench.measure import ratio, summarize
-from bench.report import Table, add_common_arguments, emit, judge, number, progress
+from bench.report import Table, add_common_arguments, judge, number, progress, scenario_main
 from bench.servers import ADMIN_TOKEN, Server, ServerFailed, cpms_node, ocpi_limit_server
 
 __all__ = ["TARGET_PUSH_P99_MS", "build_parser", "location_document", "main", "run", "tables"]
@@ -503,10 +503,7 @@ def tables(record: dict[str, Any]) -> list[Table]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the scenario; print the tables and the JSON line; exit 0 unless it crashed."""
-    args = build_parser().parse_args(argv)
-    record = run(args)
-    emit("ocpi", tables(record), record)
-    return 0
+    return scenario_main("ocpi", argv, build_parser, run, tables)
 
 
 if __name__ == "__main__":

@@ -40,12 +40,12 @@ from bench.load import LoadSpec
 from bench.report import (
     Table,
     add_common_arguments,
-    emit,
     error_count,
     judge,
     note_problems,
     number,
     progress,
+    scenario_main,
 )
 from bench.servers import (
     Server,
@@ -255,10 +255,7 @@ def tables(record: dict[str, Any]) -> list[Table]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the scenario; print the table and the JSON line; exit 0 unless it crashed."""
-    args = build_parser().parse_args(argv)
-    record = run(args)
-    emit("reconnect_storm", tables(record), record)
-    return 0
+    return scenario_main("reconnect_storm", argv, build_parser, run, tables)
 
 
 if __name__ == "__main__":

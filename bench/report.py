@@ -13,7 +13,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ __all__ = [
     "note_problems",
     "number",
     "progress",
+    "scenario_main",
 ]
 
 
@@ -110,6 +111,19 @@ def emit(scenario: str, tables: Sequence[Table], record: dict[str, Any]) -> None
         print()
     line = {"scenario": scenario, "machine": machine(), **record}
     print(json.dumps(line, separators=(",", ":"), default=str), flush=True)
+
+
+def scenario_main(
+    scenario: str,
+    argv: Sequence[str] | None,
+    build_parser: Callable[[], argparse.ArgumentParser],
+    run: Callable[[argparse.Namespace], dict[str, Any]],
+    tables: Callable[[dict[str, Any]], Sequence[Table]],
+) -> int:
+    """A scenario's ``main``: parse, run, print tables and the JSON line; 0 unless it crashed."""
+    record = run(build_parser().parse_args(argv))
+    emit(scenario, tables(record), record)
+    return 0
 
 
 _started = time.monotonic()

@@ -64,9 +64,11 @@ __all__ = [
     "StopOutcome",
     "StopRequest",
     "energy_reading",
+    "evse_of",
     "finish_billing",
     "max_power_w",
     "record_meter_values",
+    "session_of",
     "start_transaction",
     "stop_transaction",
 ]
@@ -476,7 +478,8 @@ async def _already_stored(
     )
 
 
-async def _session_of(uow: UnitOfWork, station_id: str, transaction_id: str) -> Session | None:
+async def session_of(uow: UnitOfWork, station_id: str, transaction_id: str) -> Session | None:
+    """The session of a station's transaction id (ids are unique per station)."""
     return await uow.session.scalar(
         select(Session).where(
             Session.transaction_id == transaction_id, Session.station_id == station_id
@@ -484,7 +487,8 @@ async def _session_of(uow: UnitOfWork, station_id: str, transaction_id: str) -> 
     )
 
 
-async def _evse_of(uow: UnitOfWork, session: Session | None) -> Evse | None:
+async def evse_of(uow: UnitOfWork, session: Session | None) -> Evse | None:
+    """The EVSE a session charges on, with its connectors (None if it has none)."""
     if session is None or session.evse_uid is None:
         return None
     return await uow.session.get(Evse, session.evse_uid, options=[selectinload(Evse.connectors)])
@@ -495,7 +499,7 @@ async def record_meter_values(uow: UnitOfWork, station_id: str, report: MeterRep
     await load_station(uow, station_id)
     session = None
     if report.transaction_id is not None:
-        session = await _session_of(uow, station_id, report.transaction_id)
+        session = await session_of(uow, station_id, report.transaction_id)
         if session is None:
             log_station_event(
                 uow,
@@ -513,7 +517,7 @@ async def record_meter_values(uow: UnitOfWork, station_id: str, report: MeterRep
         report.meter_values,
         report.received_at,
         session,
-        await _evse_of(uow, session),
+        await evse_of(uow, session),
         bill=not ended,  # readings after the stop are kept with their session, never billed
     )
     if session is not None and not ended:
@@ -542,7 +546,7 @@ async def stop_transaction(
         if request.uid
         else None
     )
-    session = await _session_of(uow, station_id, request.transaction_id)
+    session = await session_of(uow, station_id, request.transaction_id)
     if session is None:
         log_station_event(
             uow,
@@ -600,7 +604,7 @@ async def _store_stop_readings(
 ) -> set[str]:
     """Bill a stop's transaction data and its meterStop as the session's final reading."""
     session.heard_at = request.received_at
-    evse = await _evse_of(uow, session)
+    evse = await evse_of(uow, session)
     evse_number = evse.ocpp_evse_id if evse is not None and evse.ocpp_evse_id else 0
     readings = request.meter_values
     if request.meter_stop_wh is not None:

@@ -30,7 +30,6 @@ from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import selectinload
 
 from cpms.authorization import Authorization, Authorizer
 from cpms.charging import (
@@ -41,14 +40,16 @@ from cpms.charging import (
     StartRequest,
     StopRequest,
     energy_reading,
+    evse_of,
     finish_billing,
     max_power_w,
     record_meter_values,
+    session_of,
     start_transaction,
     stop_transaction,
 )
 from cpms.events import SessionStarted, SessionUpdated
-from cpms.model import BilledReading, Evse, Session, TransactionEvent
+from cpms.model import BilledReading, Session, TransactionEvent
 from cpms.station_lifecycle import load_station, log_station_event, trusted_time
 from cpms.unit_of_work import UnitOfWork
 
@@ -110,7 +111,7 @@ async def record_transaction_event(
 ) -> TransactionEventOutcome:
     """Apply one TransactionEvent to its session; see the module docstring for the rules."""
     station = await load_station(uow, station_id)
-    session = await _session_of(uow, station_id, report.transaction_id)
+    session = await session_of(uow, station_id, report.transaction_id)
     if session is not None and await _seen(uow, station_id, report):
         authorization = await _decide(uow, authorizer, report.uid, station.location_id)
         return _outcome(session, authorization, replayed=True)
@@ -207,14 +208,6 @@ def _outcome(
     )
 
 
-async def _session_of(uow: UnitOfWork, station_id: str, transaction_id: str) -> Session | None:
-    return await uow.session.scalar(
-        select(Session).where(
-            Session.station_id == station_id, Session.transaction_id == transaction_id
-        )
-    )
-
-
 async def _seen(uow: UnitOfWork, station_id: str, report: TransactionEventReport) -> bool:
     found = await uow.session.scalar(
         select(TransactionEvent.id).where(
@@ -243,7 +236,7 @@ def _start_time(report: TransactionEventReport) -> datetime | None:
 
 
 async def _evse_number(uow: UnitOfWork, session: Session) -> int:
-    evse = await uow.session.get(Evse, session.evse_uid) if session.evse_uid else None
+    evse = await evse_of(uow, session)
     return evse.ocpp_evse_id if evse is not None and evse.ocpp_evse_id else DEFAULT_EVSE
 
 
@@ -292,11 +285,7 @@ async def _late_start(
     if at >= session.start_date_time:
         return
     step = session.meter_start_wh - reading
-    evse = (
-        await uow.session.get(Evse, session.evse_uid, options=[selectinload(Evse.connectors)])
-        if session.evse_uid
-        else None
-    )
+    evse = await evse_of(uow, session)
     hours = Decimal((session.start_date_time - at).total_seconds()) / Decimal(3600)
     if step < 0 or step > max_power_w(evse) * POWER_MARGIN * hours + STEP_SLACK_WH:
         log_station_event(

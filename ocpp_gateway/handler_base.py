@@ -14,9 +14,11 @@ from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
 
+from cpms.authorization import Authorization
 from cpms.station_lifecycle import (
     BootReport,
     BootStatus,
+    load_station,
     log_station_event,
     record_boot,
     record_heartbeat,
@@ -74,6 +76,14 @@ class HandlerBase:
             )
 
         await self._write(write)
+
+    async def _authorize(self, context: CallContext, uid: str) -> Authorization:
+        """Decide on a presented token; an eMSP asked in real time learns the location."""
+        async with self.services.uow() as uow:
+            station = await load_station(uow, context.station_id)
+            return await self.services.authorizer.authorize(
+                uow, uid, location_id=station.location_id
+            )
 
     async def _boot(self, context: CallContext, report: BootReport) -> Payload:
         """Record a boot; answer it (the same three fields in 1.6 and 2.0.1)."""

@@ -30,7 +30,6 @@ from cpms.charging import (
 from cpms.station_lifecycle import (
     BootReport,
     StatusReport,
-    load_station,
     record_status,
 )
 from ocpp_gateway.handler_base import HandlerBase, Payload, station_time
@@ -67,12 +66,7 @@ class _Handlers(HandlerBase):
     # Core profile
 
     async def authorize(self, context: CallContext, call: Call) -> Payload:
-        async with self.services.uow() as uow:
-            # The eMSP asked in real time wants the location (OCPI LocationReferences).
-            station = await load_station(uow, context.station_id)
-            decision = await self.services.authorizer.authorize(
-                uow, call.payload["idTag"], location_id=station.location_id
-            )
+        decision = await self._authorize(context, call.payload["idTag"])
         return {"idTagInfo": id_tag_info(decision)}
 
     async def boot_notification(self, context: CallContext, call: Call) -> Payload:

@@ -24,7 +24,6 @@ from cpms.charging import MeterReport, record_meter_values
 from cpms.station_lifecycle import (
     BootReport,
     StatusReport,
-    load_station,
     record_status,
 )
 from cpms.transaction_events import (
@@ -108,11 +107,7 @@ class _Handlers(HandlerBase):
     # C: Authorization
 
     async def authorize(self, context: CallContext, call: Call) -> Payload:
-        async with self.services.uow() as uow:
-            station = await load_station(uow, context.station_id)
-            decision = await self.services.authorizer.authorize(
-                uow, call.payload["idToken"]["idToken"], location_id=station.location_id
-            )
+        decision = await self._authorize(context, call.payload["idToken"]["idToken"])
         return {"idTokenInfo": id_token_info(decision)}
 
     # G: Availability
