@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
@@ -48,6 +49,7 @@ __all__ = [
     "AuthorizationStatus",
     "Authorizer",
     "Operator",
+    "PendingDecision",
     "RemoteAuthorizer",
     "cdr_token_for",
     "unknown_cdr_token",
@@ -123,12 +125,20 @@ class Authorization:
 
 
 class RemoteAuthorizer(Protocol):
-    """Asks a token's issuer in real time (OCPI ``POST tokens/{uid}/authorize``)."""
+    """Asks a token's issuer in real time (OCPI ``POST tokens/{uid}/authorize``).
 
-    async def authorize(
-        self, uid: str, token: Token | None, *, location_id: str | None
+    Two steps, so no database connection is held while an eMSP takes its time: ``issuers``
+    reads whom to ask inside the caller's unit of work; ``ask`` asks them with none open.
+    """
+
+    async def issuers(self, uow: UnitOfWork, token: Token | None) -> Sequence[object]:
+        """Whom to ask about ``token`` (None: a uid nobody pushed); empty if nobody can be."""
+        ...
+
+    async def ask(
+        self, issuers: Sequence[object], uid: str, token: Token | None, *, location_id: str | None
     ) -> Authorization | None:
-        """Return the issuer's decision, or None when nobody could be asked."""
+        """Return the issuers' decision, or None when none of them answered."""
         ...
 
 
@@ -158,10 +168,9 @@ class _RemoteDecisions:
     """Remote ALLOWED decisions of the last few minutes, per (uid, location).
 
     A station sends Authorize, then StartTransaction for the same idTag moments later, and
-    StopTransaction may carry it again. Only the first may ask the eMSP: the others run inside
-    the group-commit transaction (``cpms.group_commit``), where waiting seconds on an eMSP
-    would hold every other station's writes. The eMSP has just said yes for this uid here, so
-    asking again would add nothing but that wait. Only ALLOWED is kept: a refusal must not
+    StopTransaction may carry it again. Only the first needs to ask the eMSP: it has just said
+    yes for this uid here, so asking again would add nothing but a wait the station's answer
+    (and its driver) would sit through. Only ALLOWED is kept: a refusal must not
     outlive the eMSP changing its mind. The memory is per process, which is enough because a
     station's messages all reach the node that holds its websocket.
     """
@@ -209,39 +218,54 @@ class Authorizer:
     async def authorize(
         self, uow: UnitOfWork, uid: str, *, location_id: str | None = None
     ) -> Authorization:
-        """Decide whether ``uid`` may charge (at ``location_id``); ``uow`` must be entered."""
+        """Decide whether ``uid`` may charge (at ``location_id``); ``uow`` must be entered.
+
+        Holds ``uow`` while an eMSP is asked; the gateway uses ``prepare`` and
+        ``PendingDecision.decide`` instead, so its connection is back in the pool first.
+        """
+        return await (await self.prepare(uow, uid, location_id=location_id)).decide()
+
+    async def prepare(
+        self, uow: UnitOfWork, uid: str, *, location_id: str | None = None
+    ) -> PendingDecision:
+        """Read all the database says about ``uid``; ``decide()`` then needs no connection."""
         commanded = await self._commanded(uow, uid, location_id)
         if commanded is not None:
-            return commanded
+            return PendingDecision(self, uid, location_id, None, commanded, ())
         token = await self._find(uow, uid)
+        if token is not None and token.whitelist in ("ALWAYS", "ALLOWED"):
+            return PendingDecision(self, uid, location_id, token, self._local(token), ())
+        issuers: Sequence[object] = ()
+        if self.remote is not None and self._remembered.get(uid, location_id) is None:
+            issuers = await self.remote.issuers(uow, token)
+        return PendingDecision(self, uid, location_id, token, None, issuers)
+
+    async def _settle(self, pending: PendingDecision) -> Authorization:
+        """The decision of a prepared ``pending`` that the token table alone did not settle."""
+        uid, token = pending.uid, pending.token
+        decision = await self._ask(pending)
+        if decision is not None:
+            return decision
         if token is None:
-            decision = await self._ask(uid, None, location_id)
-            if decision is not None:
-                return decision
             status = (
                 AuthorizationStatus.ALLOWED if self.accept_unknown else AuthorizationStatus.UNKNOWN
             )
             return Authorization(status, uid, unknown_cdr_token(uid, self.operator))
-        if token.whitelist in ("ALWAYS", "ALLOWED"):
-            return self._local(token)
-        decision = await self._ask(uid, token, location_id)
-        if decision is not None:
-            return decision
         if token.whitelist == "ALLOWED_OFFLINE":
             return self._local(token, offline=True)
         return self._decision(token, AuthorizationStatus.NOT_ALLOWED, "issuer unreachable")
 
-    async def _ask(
-        self, uid: str, token: Token | None, location_id: str | None
-    ) -> Authorization | None:
-        if self.remote is None:
-            return None
-        remembered = self._remembered.get(uid, location_id)
+    async def _ask(self, pending: PendingDecision) -> Authorization | None:
+        remembered = self._remembered.get(pending.uid, pending.location_id)
         if remembered is not None:
             return remembered
-        decision = await self.remote.authorize(uid, token, location_id=location_id)
+        if self.remote is None or not pending.issuers:
+            return None
+        decision = await self.remote.ask(
+            pending.issuers, pending.uid, pending.token, location_id=pending.location_id
+        )
         if decision is not None and decision.allowed:
-            self._remembered.put(uid, location_id, decision)
+            self._remembered.put(pending.uid, pending.location_id, decision)
         return decision
 
     def _local(self, token: Token, *, offline: bool = False) -> Authorization:
@@ -314,3 +338,22 @@ class Authorizer:
             return (token.uid != uid, not token.valid, token.source != "local", order)
 
         return min(tokens, key=rank)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingDecision:
+    """What the token table says about a uid, and whom to ask if it does not settle it."""
+
+    authorizer: Authorizer
+    uid: str
+    location_id: str | None
+    token: Token | None
+    settled: Authorization | None
+    """The decision, when the database alone made it (a command's token, a cached token)."""
+    issuers: Sequence[object]
+
+    async def decide(self) -> Authorization:
+        """The decision, asking the issuers in real time where needed (no database needed)."""
+        if self.settled is not None:
+            return self.settled
+        return await self.authorizer._settle(self)

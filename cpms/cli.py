@@ -12,9 +12,9 @@ server, so that verb asks the server, over its operator API (``POST
 /api/stations/{id}/commands/{name}``), with the operator token.
 
 ``cpms ocpi`` manages OCPI partners. ``invite``, ``partners`` work on the database; ``register``,
-``update`` and ``unregister`` also talk to the partner from this process (through
-``cpms.runtime``, which composes the core with the OCPI client, and the key file that seals
-partners' tokens), while the partner calls back the running server.
+``update``, ``unregister``, ``pull-tokens`` and ``pull-clients`` also talk to the partner from
+this process (through ``cpms.runtime``, which composes the core with the OCPI client, and the
+key file that seals partners' tokens), while the partner calls back the running server.
 
 Exit codes: 0 done, 1 the operation was refused (not found, conflict, invalid document; for a
 command also: the station is offline, not booted, answered an error or did not answer in
@@ -30,6 +30,7 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,8 @@ from cpms.config import OPTIONS, Settings, load_settings
 from cpms.database import create_engine, current_revision, head_revision, prepare_schema
 from cpms.demo import DEMO_SETTINGS
 from cpms.device_model import address_of, list_variables, variable_view
-from cpms.documents import load_documents
-from cpms.errors import ConfigError, CpmsError, SchemaOutOfDate
+from cpms.documents import load_documents, parse_datetime
+from cpms.errors import ConfigError, CpmsError, DocumentError, SchemaOutOfDate
 from cpms.locations import EvseWiring
 from cpms.model import Cdr, OcpiPartner, utcnow
 from cpms.partners import invite_partner, list_partners, partner_summary
@@ -633,6 +634,56 @@ async def _ocpi_partners(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Setti
     return Report("\n".join(lines) if lines else "(no partners: `cpms ocpi invite` makes one)")
 
 
+def _since(text: str) -> datetime:
+    """An OCPI DateTime of the command line (UTC, e.g. 2024-01-01T00:00:00Z)."""
+    try:
+        return parse_datetime(text, "--since")
+    except DocumentError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _pull_progress(what: str) -> Callable[[Any, Any, Any], None]:
+    """Print a line per page pulled, and one per object rejected with its reason (stderr)."""
+
+    def shown(page: Any, report: Any, rejected: Any) -> None:
+        total = f" of {report.total}" if report.total is not None else ""
+        print(
+            f"page {page.number}: {len(page.items)} {what}; so far {report.received}{total} "
+            f"received, {report.stored} stored, {report.skipped} skipped, "
+            f"{report.rejected} rejected",
+            file=sys.stderr,
+            flush=True,
+        )
+        for rejection in rejected:
+            print(
+                f"  rejected {rejection.key} (page {rejection.page}, item {rejection.index}): "
+                f"{rejection.reason}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    return shown
+
+
+async def _ocpi_pull(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings, what: str) -> Any:
+    from cpms.runtime import pull_partner_list
+
+    report = await pull_partner_list(
+        s, uow, _vault(s), a.partner_id, what=what, since=a.since, on_page=_pull_progress(what)
+    )
+    if a.json:
+        return report.view()
+    return Report(f"Pulled the {what} of partner {a.partner_id}: {report.summary()}")
+
+
+async def _ocpi_pull_tokens(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    return await _ocpi_pull(a, uow, s, "tokens")
+
+
+async def _ocpi_pull_clients(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    return await _ocpi_pull(a, uow, s, "clients")
+
+
 # The parser ----------------------------------------------------------------------------------
 
 
@@ -774,6 +825,10 @@ handshake, so `cpms serve` must be running and reachable at CPMS_PUBLIC_URL.
 
 Tokens are never printed after the fact: ours are stored hashed, the partner's
 encrypted with the key in CPMS_SECRET_KEY_FILE (the same file `cpms serve` uses).
+
+A registered partner's lists can be pulled page by page: `cpms ocpi pull-tokens ID`
+(an eMSP's tokens, stored as if pushed) and `cpms ocpi pull-clients ID` (a hub's
+ClientInfo list); --since pulls only what changed since a time.
 """
 
 _OCPI_SETTINGS = ("http_host", "http_port", "public_url", "secret_key_file")
@@ -783,7 +838,7 @@ _OCPI_SETTINGS = ("http_host", "http_port", "public_url", "secret_key_file")
 def _ocpi_parser(commands: Any) -> None:
     ocpi = commands.add_parser(
         "ocpi",
-        help="OCPI partners: invite, register, update, unregister, list",
+        help="OCPI partners: invite, register, update, unregister, list, pull their lists",
         description=_OCPI_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     ).add_subparsers(dest="verb", metavar="VERB", required=True)
@@ -833,6 +888,31 @@ def _ocpi_parser(commands: Any) -> None:
         _ocpi_partners,
         "list partners: id, name, state, version, roles, modules (never a token)",
     )
+    pulls = (
+        (
+            "pull-tokens",
+            _ocpi_pull_tokens,
+            "pull an eMSP's token list (GET its tokens SENDER endpoint, every page) and store "
+            "each token as a pushed one; tokens of parties not the partner's are skipped",
+        ),
+        (
+            "pull-clients",
+            _ocpi_pull_clients,
+            "pull a hub's ClientInfo list (GET its hubclientinfo SENDER endpoint, every page) "
+            "and store each, as the hub's PUT would",
+        ),
+    )
+    for name, action, help_text in pulls:
+        p = _sub(ocpi, name, action, help_text + "; progress per page on stderr")
+        p.add_argument("partner_id", type=int)
+        p.add_argument(
+            "--since",
+            type=_since,
+            metavar="DATETIME",
+            help="only what changed since then (date_from, e.g. 2024-01-01T00:00:00Z); "
+            "default: the whole list",
+        )
+        _add_settings_flags(p, _OCPI_SETTINGS)
 
 
 def _spoken(ocpp: str) -> str:

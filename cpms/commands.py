@@ -2,7 +2,9 @@
 
 ``send_command`` is the one way in: it checks the station exists, sends through the
 ``StationPort``, and writes the outcome to the station log, so "who reset this station and
-what did it say" always has an answer.
+what did it say" always has an answer. A CancelReservation the station accepted ends our
+reservation of that id, and an eMSP that made it hears CANCELED_RESERVATION
+(``cpms.reservations.end_reported_reservation``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 from cpms.errors import CpmsError
 from cpms.model import ChargingStation, utcnow
+from cpms.reservations import end_reported_reservation
 from cpms.station_lifecycle import log_station_event
 from cpms.station_port import CommandResult, StationPort
 from cpms.unit_of_work import UnitOfWorkFactory
@@ -45,6 +48,15 @@ async def send_command(
             if result.answered
             else f"error {result.error_code}: {result.error_description}"
         )
+        reservation_id = arguments.get("reservationId")
+        accepted = (result.response or {}).get("status") == "Accepted"
+        if command == "CancelReservation" and accepted and isinstance(reservation_id, int):
+            async with uow() as unit:
+                why = f"cancelled by the CPO ({requested_by})"
+                await end_reported_reservation(
+                    unit, station_id, reservation_id, now=utcnow(), expired=False, why=why
+                )
+                await unit.commit()
         return result
     finally:
         async with uow() as unit:

@@ -211,6 +211,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("ping_interval", 30.0, _seconds, "seconds between websocket pings", "ocpp"),
     Option("ping_timeout", 30.0, _seconds, "seconds to wait for a pong", "ocpp"),
     Option(
+        "handshake_timeout",
+        30.0,
+        _seconds,
+        "seconds a station may take to open its websocket (a reconnect storm needs time)",
+        "ocpp",
+    ),
+    Option(
         "station_admission",
         AdmissionPolicy.KNOWN,
         _admission,
@@ -393,6 +400,7 @@ class Settings:
     ocpp_port: int = 9000
     ping_interval: float = 30.0
     ping_timeout: float = 30.0
+    handshake_timeout: float = 30.0
     station_admission: AdmissionPolicy = AdmissionPolicy.KNOWN
     accept_unknown_tokens: bool = False
     heartbeat_interval: int = 300

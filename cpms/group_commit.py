@@ -11,7 +11,7 @@ own transaction, so one bad message costs only its own caller an error::
 
     committer = GroupCommitter(uow_factory)
     await committer.start()
-    result = await committer.run(lambda uow: record_heartbeat(uow, "CS1", now))
+    result = await committer.run(lambda uow: record_status(uow, "CS1", report))
 """
 
 from __future__ import annotations
@@ -77,6 +77,11 @@ class GroupCommitter:
             await self._task
         finally:
             self._task = None
+
+    @property
+    def running(self) -> bool:
+        """Whether ``run`` accepts work."""
+        return self._task is not None and not self._stopping
 
     async def run(self, work: Work[T]) -> T:
         """Queue ``work`` and return its result once its transaction has committed."""

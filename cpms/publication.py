@@ -5,7 +5,9 @@ one partner and one ``Window`` (``last_updated`` in ``[date_from, date_to)``, of
 
 - locations: not retired, and either ``publish`` or, unpublished, with a ``publish_allowed_to``
   entry one of the partner's valid tokens matches (CHECKLIST 2.3); EVSEs come with them,
-  ``REMOVED`` ones included (OCPI never deletes an EVSE, a puller learns of its removal);
+  ``REMOVED`` ones included (OCPI never deletes an EVSE, a puller learns of its removal).
+  The same rule picks what a partner is pushed (``cpms.push_queue``: its fan-out, and the
+  full push a newly registered partner gets, walked in batches by ``visible_location_ids``);
 - sessions and CDRs: those of the partner's tokens only (``partner_id``; GDPR);
 - tariffs: every tariff not retired (retired ones were DELETEd at the partners).
 
@@ -45,6 +47,7 @@ __all__ = [
     "NoChargingPreferences",
     "Window",
     "charging_preferences_from_ocpi",
+    "current_tariff_ids",
     "current_tariffs",
     "find_connector",
     "find_evse",
@@ -52,6 +55,7 @@ __all__ = [
     "partner_sessions",
     "set_charging_preferences",
     "visible_location",
+    "visible_location_ids",
     "visible_locations",
 ]
 
@@ -214,6 +218,20 @@ async def visible_locations(uow: UnitOfWork, partner_id: int, window: Window) ->
     return await _page(uow, query, window)
 
 
+async def visible_location_ids(
+    uow: UnitOfWork, partner_id: int, *, after: str | None = None, limit: int
+) -> list[str]:
+    """Ids of the locations partner ``partner_id`` may see, in id order, after ``after``.
+
+    One batch of a walk over all of them (a full push, ``cpms.push_queue.queue_full_sync``):
+    keyed on the id, so locations added or changed meanwhile shift no batch.
+    """
+    query = select(Location.id).where(await _visible_to(uow, partner_id))
+    if after is not None:
+        query = query.where(Location.id > after)
+    return list(await uow.session.scalars(query.order_by(Location.id).limit(limit)))
+
+
 async def visible_location(uow: UnitOfWork, partner_id: int, location_id: str) -> Location:
     """The location ``location_id`` with its EVSEs and connectors, if the partner may see it.
 
@@ -293,6 +311,14 @@ async def current_tariffs(uow: UnitOfWork, window: Window) -> Page[Tariff]:
         .order_by(Tariff.created_at, Tariff.id)
     )
     return await _page(uow, query, window)
+
+
+async def current_tariff_ids(uow: UnitOfWork, *, after: str | None = None, limit: int) -> list[str]:
+    """Ids of the tariffs not retired, in id order, after ``after``: one batch of a walk."""
+    query = select(Tariff.id).where(Tariff.retired_at.is_(None))
+    if after is not None:
+        query = query.where(Tariff.id > after)
+    return list(await uow.session.scalars(query.order_by(Tariff.id).limit(limit)))
 
 
 # --------------------------------------------------------------------------- preferences

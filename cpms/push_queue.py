@@ -19,10 +19,22 @@ one transaction: nothing is lost and nothing is queued twice. Who must hear of w
 - ``cdr.issued``: only the partner that pays for it (``Cdr.partner_id``), with ``cdrs``
   RECEIVER.
 
-Other topics are marked processed and go nowhere.
+Other topics are marked processed and go nowhere; so does a row of a module no partner
+receives, without a query of its object. With no partner registered at all, no row is
+looked at: one statement marks a whole batch processed (issue 8: a node without partners
+pays next to nothing for its outbox). Session and CDR pushes carry their location's id
+(and a CDR its session's) in their payload, for the order across objects below.
+
+**Full sync.** ``queue_full_sync`` queues a whole PUT of every current tariff and every
+location a partner may see when its registration completes (and, after a credentials
+update, for a receiver endpoint that is new or moved), in short transactions of
+``SYNC_BATCH`` objects, as ordinary pushes.
 
 **Delivery bookkeeping.** The pusher asks for ``due_heads`` (per partner and object, the
-oldest pending push, if it is due), ``claim``s one (a lease on every pending push of that
+oldest pending push, if it is due; a session's or CDR's not while its location's, or a
+CDR's while its session's, older push is pending, nor before the partner's first push of
+that location: the partner never hears of a session at a location it does not know, nor
+of a CDR before its session's end), ``claim``s one (a lease on every pending push of that
 object, so no other pusher sends them meanwhile), and settles what it gathered:
 ``settle`` (SENT, the rest SUPERSEDED; or FAILED; or DROPPED) or ``retry_later``.
 ``queue_callback`` queues a request to a URL a partner gave us (a command's
@@ -32,18 +44,19 @@ object, so no other pusher sends them meanwhile), and settles what it gathered:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, exists, func, select, update
+from sqlalchemy import Select, String, and_, exists, func, insert, literal, or_, select, update
 from sqlalchemy.orm import aliased
 
 from cpms.errors import InvalidRequest, NotFound
 from cpms.model import Cdr, Location, OcpiPartner, OcpiPush, OutboxEntry, Session, utcnow
 from cpms.pages import Page, fetch_page
-from cpms.publication import visible_location
+from cpms.publication import current_tariff_ids, visible_location, visible_location_ids
 from cpms.unit_of_work import UnitOfWork
 
 __all__ = [
@@ -54,8 +67,10 @@ __all__ = [
     "PUSH_STATES",
     "SENT",
     "SUPERSEDED",
+    "SYNC_BATCH",
     "DueHead",
     "FanOut",
+    "FullSync",
     "PartnerBacklog",
     "backlog",
     "claim",
@@ -65,10 +80,13 @@ __all__ = [
     "make_available",
     "next_due",
     "queue_callback",
+    "queue_full_sync",
+    "receiver_urls",
     "release",
     "retry_later",
     "sent_response",
     "settle",
+    "topic_module",
 ]
 
 # Outcomes of a settled push (``OcpiPush.outcome``).
@@ -86,6 +104,10 @@ LEASE = 30.0
 """Seconds a pusher holds the pushes it is sending (more than a request may take)."""
 GATHER_LIMIT = 500
 """Pending pushes of one object coalesced into one delivery at most (the rest wait)."""
+SWEEP_BATCH = 2000
+"""Outbox rows marked processed per statement when no partner is registered."""
+SYNC_BATCH = 500
+"""Objects queued per transaction by ``queue_full_sync`` (10,000 locations: 20 short ones)."""
 
 _LOCATION_KINDS = {
     "location.changed": "location",
@@ -98,6 +120,19 @@ _SESSION_KINDS = {
     "session.updated": "session_update",
     "session.ended": "session_end",
 }
+_MODULES = ("locations", "tariffs", "sessions", "cdrs")
+"""The partner RECEIVER modules the outbox feeds."""
+_AFTER_LOCATION = ("session_start", "session_update", "session_end", "cdr")
+"""Kinds of push that wait for their location's pushes (and a CDR for its session's)."""
+
+
+def topic_module(topic: str) -> str | None:
+    """The partner module an outbox topic is pushed to (``None``: pushed to nobody)."""
+    if topic in _LOCATION_KINDS:
+        return "locations"
+    if topic in _SESSION_KINDS:
+        return "sessions"
+    return {"tariff.changed": "tariffs", "cdr.issued": "cdrs"}.get(topic)
 
 
 # --------------------------------------------------------------------------- fan-out
@@ -113,6 +148,12 @@ class FanOut:
     """Pushes queued for partners."""
     contended: bool = False
     """Another node claimed some of the same rows first; nothing was done, try again."""
+    partners: bool = True
+    """Some partner is registered. False: the rows were swept without a look at them, and
+    no push can be due for anyone (the pusher skips looking for due pushes)."""
+    receives: frozenset[str] = frozenset(_MODULES)
+    """The modules some registered partner has a RECEIVER of: events of other modules
+    interest nobody, and need not wake the pusher."""
 
 
 @dataclass
@@ -126,23 +167,31 @@ class _Targets:
     _shown: dict[tuple[int, str], bool] = field(default_factory=dict)
     _partners: list[OcpiPartner] | None = None
 
+    async def partners(self) -> list[OcpiPartner]:
+        """The registered partners, by id (one query per batch)."""
+        if self._partners is None:
+            self._partners = list(
+                await self.uow.session.scalars(
+                    select(OcpiPartner)
+                    .where(OcpiPartner.state == "REGISTERED")
+                    .order_by(OcpiPartner.id)
+                )
+            )
+        return self._partners
+
     async def receivers(self, module: str) -> list[int]:
         """Registered partners with a RECEIVER endpoint of ``module``, by id."""
         if module not in self._receivers:
-            if self._partners is None:
-                self._partners = list(
-                    await self.uow.session.scalars(
-                        select(OcpiPartner)
-                        .where(OcpiPartner.state == "REGISTERED")
-                        .order_by(OcpiPartner.id)
-                    )
-                )
             self._receivers[module] = [
                 partner.id
-                for partner in self._partners
+                for partner in await self.partners()
                 if ((partner.endpoints or {}).get(module) or {}).get("RECEIVER")
             ]
         return self._receivers[module]
+
+    async def receives(self) -> frozenset[str]:
+        """The modules some registered partner receives."""
+        return frozenset([module for module in _MODULES if await self.receivers(module)])
 
     async def location(self, location_id: str) -> Location | None:
         if location_id not in self._locations:
@@ -183,43 +232,82 @@ class _Targets:
         self._known[(partner_id, object_key)] = True
 
 
-async def _recipients(targets: _Targets, entry: OutboxEntry) -> tuple[str, str, list[int]]:
-    """The object key, push kind and partners of one outbox row (no partners: ignore it)."""
+@dataclass(frozen=True, slots=True)
+class _Recipients:
+    """Where one outbox row goes: its object, the kind of push, the partners."""
+
+    key: str = ""
+    kind: str = ""
+    partners: Sequence[int] = ()
+    also: Mapping[str, Any] = field(default_factory=dict)
+    """Added to the push's payload: the location (and session) a session or CDR waits for."""
+
+
+_NOBODY = _Recipients()
+
+
+async def _recipients(targets: _Targets, entry: OutboxEntry) -> _Recipients:
+    """Where one outbox row goes (no partners: ignore it).
+
+    The receivers of the topic's module are asked first: a row nobody receives costs no
+    query of its object.
+    """
     topic, payload = entry.topic, entry.payload or {}
+    module = topic_module(topic)
+    receivers = await targets.receivers(module) if module is not None else []
+    if not receivers:
+        return _NOBODY
     if topic in _LOCATION_KINDS:
         key = f"location:{payload['location_id']}"
         location = await targets.location(str(payload["location_id"]))
         if location is None:
-            return key, _LOCATION_KINDS[topic], []
+            return _NOBODY
         # Those who may see it (``cpms.publication``, as for their GETs), and those who
         # have it already: a location no longer shown must reach them unpublished.
         partners = [
             partner_id
-            for partner_id in await targets.receivers("locations")
+            for partner_id in receivers
             if await targets.shows(partner_id, location) or await targets.knows(partner_id, key)
         ]
-        return key, _LOCATION_KINDS[topic], partners
+        return _Recipients(key, _LOCATION_KINDS[topic], partners)
     if topic == "tariff.changed":
         kind = "tariff_delete" if payload.get("retired") else "tariff"
-        return f"tariff:{payload['tariff_id']}", kind, await targets.receivers("tariffs")
+        return _Recipients(f"tariff:{payload['tariff_id']}", kind, receivers)
     if topic in _SESSION_KINDS:
-        key = f"session:{payload['session_id']}"
         session = await targets.uow.session.get(Session, payload["session_id"])
-        owner = session.partner_id if session is not None else None
-        partners = [p for p in await targets.receivers("sessions") if p == owner]
-        return key, _SESSION_KINDS[topic], partners
+        if session is None or session.partner_id not in receivers:
+            return _NOBODY
+        return _Recipients(
+            f"session:{payload['session_id']}",
+            _SESSION_KINDS[topic],
+            [session.partner_id],
+            {"location_id": session.location_id},
+        )
     if topic == "cdr.issued":
-        key = f"cdr:{payload['cdr_id']}"
         cdr = await targets.uow.session.get(Cdr, payload["cdr_id"])
-        payer = cdr.partner_id if cdr is not None else None
-        return key, "cdr", [p for p in await targets.receivers("cdrs") if p == payer]
-    return "", "", []
+        if cdr is None or cdr.partner_id not in receivers:
+            return _NOBODY
+        location_id = ((cdr.document or {}).get("cdr_location") or {}).get("id")
+        if location_id is None and cdr.session_id is not None:
+            session = await targets.uow.session.get(Session, cdr.session_id)
+            location_id = session.location_id if session is not None else None
+        also = {"location_id": location_id} if location_id is not None else {}
+        return _Recipients(f"cdr:{payload['cdr_id']}", "cdr", [cdr.partner_id], also)
+    return _NOBODY
 
 
 async def fan_out(uow: UnitOfWork, *, limit: int = FAN_OUT_BATCH) -> FanOut:
-    """Turn up to ``limit`` outbox rows into pushes and mark them processed, in one go."""
+    """Turn up to ``limit`` outbox rows into pushes and mark them processed, in one go.
+
+    With no partner registered at all, no row needs a look: up to ``SWEEP_BATCH`` of them
+    are marked processed by one statement (``FanOut.partners`` is then False).
+    """
     now = utcnow()
     async with uow:
+        targets = _Targets(uow)
+        if not await targets.partners():
+            return await _sweep(uow, now)
+        receives = await targets.receives()
         query = (
             select(OutboxEntry)
             .where(OutboxEntry.processed_at.is_(None))
@@ -230,7 +318,7 @@ async def fan_out(uow: UnitOfWork, *, limit: int = FAN_OUT_BATCH) -> FanOut:
             query = query.with_for_update(skip_locked=True)
         entries = list(await uow.session.scalars(query))
         if not entries:
-            return FanOut(0, 0)
+            return FanOut(0, 0, receives=receives)
         # The claim itself: on PostgreSQL the rows are locked already; on SQLite this
         # write takes the database lock, and a row another process processed meanwhile
         # makes the count come out short, so this batch is given up instead of doubled.
@@ -242,39 +330,83 @@ async def fan_out(uow: UnitOfWork, *, limit: int = FAN_OUT_BATCH) -> FanOut:
         )
         if _rowcount(claimed) != len(entries):
             await uow.rollback()
-            return FanOut(0, 0, contended=True)
-        targets = _Targets(uow)
+            return FanOut(0, 0, contended=True, receives=receives)
         queued = 0
         for entry in entries:
-            key, kind, partners = await _recipients(targets, entry)
-            for partner_id in partners:
+            to = await _recipients(targets, entry)
+            for partner_id in to.partners:
                 uow.session.add(
                     OcpiPush(
                         partner_id=partner_id,
-                        object_key=key,
-                        kind=kind,
-                        payload=dict(entry.payload or {}),
+                        object_key=to.key,
+                        kind=to.kind,
+                        payload=dict(entry.payload or {}) | dict(to.also),
                         created_at=entry.created_at,
                         available_at=now,
                         attempts=0,
                     )
                 )
-                targets.queued(partner_id, key)
+                targets.queued(partner_id, to.key)
                 queued += 1
         await uow.commit()
-    return FanOut(len(entries), queued)
+    return FanOut(len(entries), queued, receives=receives)
+
+
+async def _sweep(uow: UnitOfWork, now: datetime) -> FanOut:
+    """Mark waiting outbox rows processed at once: no partner is registered (``uow`` entered).
+
+    The statement itself checks again that no partner is registered, so a partner whose
+    registration commits meanwhile misses no event: then nothing is marked, and the next
+    fan-out looks at every row. (Events before its registration are covered by the full
+    sync it gets, ``queue_full_sync``.)
+    """
+    waiting = (
+        select(OutboxEntry.id)
+        .where(OutboxEntry.processed_at.is_(None))
+        .order_by(OutboxEntry.id)
+        .limit(SWEEP_BATCH)
+    )
+    if _dialect(uow) == "postgresql":
+        waiting = waiting.with_for_update(skip_locked=True)
+    ids = list(await uow.session.scalars(waiting))
+    if not ids:  # a read: nothing is written (nor locked, on SQLite) when all is quiet
+        return FanOut(0, 0, partners=False, receives=frozenset())
+    swept = await uow.session.execute(
+        update(OutboxEntry)
+        .where(
+            OutboxEntry.id.in_(ids),
+            OutboxEntry.processed_at.is_(None),
+            ~exists().where(OcpiPartner.state == "REGISTERED"),
+        )
+        .values(processed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    count = _rowcount(swept)
+    await uow.commit()
+    # Fewer than read: another node took some, or a partner registered; look again.
+    return FanOut(count, 0, contended=count < len(ids), partners=False, receives=frozenset())
 
 
 def queue_callback(
-    uow: UnitOfWork, *, partner_id: int, url: str, body: dict[str, Any], object_key: str
+    uow: UnitOfWork,
+    *,
+    partner_id: int,
+    url: str,
+    body: dict[str, Any],
+    object_key: str,
+    method: str = "POST",
 ) -> OcpiPush:
-    """Queue ``POST url`` with ``body`` for ``partner_id`` (``uow`` entered; commit after)."""
+    """Queue ``method url`` with ``body`` for ``partner_id`` (``uow`` entered; commit after).
+
+    ``POST`` for a result to a ``response_url``; ``PUT`` for an ActiveChargingProfile to a
+    partner's chargingprofiles SENDER interface.
+    """
     now = utcnow()
     push = OcpiPush(
         partner_id=partner_id,
         object_key=object_key,
         kind="callback",
-        payload={"url": url, "body": body},
+        payload={"url": url, "body": body, "method": method},
         created_at=now,
         available_at=now,
         attempts=0,
@@ -310,17 +442,49 @@ def _is_head() -> Any:
     )
 
 
+def _not_waiting() -> Any:
+    """A session's or CDR's push does not wait for another object's (in order across objects).
+
+    Within one partner, a Session or CDR never overtakes its location, nor a CDR its
+    session: a session or CDR push waits while a push of its location is pending that is
+    older, or that would be the first the partner gets of it (it never had one SENT: an
+    initial sync queued after the session started, say); a CDR also waits while an older
+    push of its session is pending (the session's end). Location pushes never wait, so
+    nothing waits forever: what it waits for is sent, FAILED or DROPPED in time. The
+    location (and session) is in the push's payload (``fan_out``); a push without it
+    waits for nothing.
+    """
+    other, sent = aliased(OcpiPush), aliased(OcpiPush)
+    location = literal("location:", String) + OcpiPush.payload["location_id"].as_string()
+    session = literal("session:", String) + OcpiPush.payload["session_id"].as_string()
+    never_had_it = ~exists().where(
+        sent.partner_id == other.partner_id,
+        sent.object_key == other.object_key,
+        sent.outcome == SENT,
+    )
+    waits_for = exists().where(
+        other.partner_id == OcpiPush.partner_id,
+        other.done_at.is_(None),
+        or_(
+            and_(other.object_key == location, or_(other.id < OcpiPush.id, never_had_it)),
+            and_(OcpiPush.kind == "cdr", other.object_key == session, other.id < OcpiPush.id),
+        ),
+    )
+    return or_(OcpiPush.kind.not_in(_AFTER_LOCATION), ~waits_for)
+
+
 async def due_heads(
     uow: UnitOfWork, *, now: datetime, per_partner: int = 25, skip: Sequence[int] = ()
 ) -> list[DueHead]:
     """Per partner and object, the oldest pending push if it is due; oldest first.
 
     A push waits while an older push of the same object is pending (in order per
-    object). At most ``per_partner`` objects of each partner, so a partner catching up on
-    a long backlog does not hold up the others; partners in ``skip`` (backing off) are
-    left out.
+    object), and a session's or CDR's while its location's or session's does
+    (``_not_waiting``). At most ``per_partner`` objects of each partner, so a partner
+    catching up on a long backlog does not hold up the others; partners in ``skip``
+    (backing off) are left out.
     """
-    due = [_pending(), OcpiPush.available_at <= now, _is_head()]
+    due = [_pending(), OcpiPush.available_at <= now, _is_head(), _not_waiting()]
     if skip:
         due.append(OcpiPush.partner_id.not_in(list(skip)))
     heads: list[DueHead] = []
@@ -341,7 +505,7 @@ async def due_heads(
 
 async def next_due(uow: UnitOfWork, *, skip: Sequence[int] = ()) -> datetime | None:
     """When the earliest object waiting to be sent becomes due (``None``: none waits)."""
-    query = select(func.min(OcpiPush.available_at)).where(_pending(), _is_head())
+    query = select(func.min(OcpiPush.available_at)).where(_pending(), _is_head(), _not_waiting())
     if skip:
         query = query.where(OcpiPush.partner_id.not_in(list(skip)))
     async with uow:
@@ -515,6 +679,111 @@ async def make_available(
             count += _rowcount(failed)
         await uow.commit()
     return count
+
+
+# --------------------------------------------------------------------------- full sync
+
+
+@dataclass(frozen=True, slots=True)
+class FullSync:
+    """What ``queue_full_sync`` queued for one partner."""
+
+    tariffs: int = 0
+    locations: int = 0
+    transactions: int = 0
+    """Transactions it took: one per batch of at most ``SYNC_BATCH`` objects."""
+
+
+def _receiver_urls(endpoints: Mapping[str, Any] | None) -> dict[str, str]:
+    urls = {module: ((endpoints or {}).get(module) or {}).get("RECEIVER") for module in _MODULES}
+    return {module: url for module, url in urls.items() if isinstance(url, str) and url}
+
+
+async def receiver_urls(uow: UnitOfWork, partner_id: int) -> dict[str, str]:
+    """A registered partner's ``{module: RECEIVER url}`` (empty for any other partner)."""
+    async with uow:
+        partner = await uow.session.get(OcpiPartner, partner_id)
+        if partner is None or partner.state != "REGISTERED":
+            return {}
+        return _receiver_urls(partner.endpoints)
+
+
+async def queue_full_sync(
+    uow: Callable[[], UnitOfWork],
+    partner_id: int,
+    *,
+    known: Mapping[str, str] | None = None,
+    batch: int = SYNC_BATCH,
+) -> FullSync:
+    """Queue a whole PUT of every current tariff and every location a partner may see.
+
+    Called when a partner's registration completes (either side initiated it), so it
+    holds our data from the start, not only what changes later. Tariffs go first (with a
+    tariffs RECEIVER): connectors name them. Then locations (with a locations RECEIVER),
+    those ``cpms.publication`` shows the partner, as its GETs and the fan-out do. They
+    are ordinary pushes ("tariff", "location" without fields: a whole PUT) through the
+    queue, so order per object, retries and coalescing with what fan-out queues meanwhile
+    all hold; and a session or CDR at a location waits for that location's push
+    (``due_heads``).
+
+    ``known``: after a credentials update, the partner's RECEIVER URLs before it. Only a
+    module whose URL is new or changed is pushed again: an endpoint that moved (another
+    host, another version) holds nothing of ours, while a rotation of tokens alone, advised
+    monthly (CHECKLIST 1.3), loses nothing at the partner, and resending every location
+    each time would be pure waste (the partner may always pull, CHECKLIST 1.12).
+
+    ``batch`` objects per transaction, read by id (keyset, so nothing is skipped or taken
+    twice while objects are added): 10,000 locations are 20 short transactions, not one
+    long one. ``uow`` makes one unit of work per transaction.
+    """
+    urls = await receiver_urls(uow(), partner_id)
+    modules = [
+        module
+        for module in ("tariffs", "locations")
+        if module in urls and (known is None or known.get(module) != urls[module])
+    ]
+    counts = dict.fromkeys(modules, 0)
+    transactions = 0
+    for module in modules:
+        after: str | None = None
+        while True:
+            async with uow() as work:
+                if module == "tariffs":
+                    ids = await current_tariff_ids(work, after=after, limit=batch)
+                else:
+                    ids = await visible_location_ids(work, partner_id, after=after, limit=batch)
+                if not ids:
+                    break
+                now = utcnow()
+                await work.session.execute(
+                    insert(OcpiPush), [_full_push(partner_id, module, id, now) for id in ids]
+                )
+                await work.commit()
+            transactions += 1
+            counts[module] += len(ids)
+            if len(ids) < batch:
+                break
+            after = ids[-1]
+            await asyncio.sleep(0)  # short transactions, and the node's other work between
+    return FullSync(counts.get("tariffs", 0), counts.get("locations", 0), transactions)
+
+
+def _full_push(partner_id: int, module: str, object_id: str, now: datetime) -> dict[str, Any]:
+    """The row of one push of a full sync (``payload.sync`` tells the operator why)."""
+    if module == "tariffs":
+        key, kind, payload = f"tariff:{object_id}", "tariff", {"tariff_id": object_id}
+    else:
+        key, kind = f"location:{object_id}", "location"
+        payload = {"location_id": object_id, "fields": []}  # no fields: the whole Location
+    return {
+        "partner_id": partner_id,
+        "object_key": key,
+        "kind": kind,
+        "payload": payload | {"sync": True},
+        "created_at": now,
+        "available_at": now,
+        "attempts": 0,
+    }
 
 
 # --------------------------------------------------------------------------- operator view

@@ -30,6 +30,24 @@ The rules (CHECKLIST 7 and 8):
 - A charging limit applies to the session's transaction and replaces the previous one;
   reading the limits answers with the schedule the station reports (or, when it reports
   none, the EVSE's full power) as an OCPI ActiveChargingProfile.
+- Charging-profile requests are paced per partner and session (TOO_OFTEN): one that would
+  reach the station sooner than ``PROFILE_REQUEST_INTERVAL`` seconds after the previous
+  one of the same partner for the same session is answered TOO_OFTEN, its ``timeout`` the
+  whole seconds still to wait, and nothing is sent or stored. Refused and unknown-session
+  requests do not count (they cost the station nothing). The memory is a ``RequestPacer``
+  the HTTP application holds: in memory, per node (a partner whose requests are spread
+  over several nodes may be served once per node per interval), each entry forgotten once
+  its interval has passed, so it holds at most the requests of the last interval.
+- When the active limit of a session changes because a set or a clear was accepted, the
+  new ActiveChargingProfile is PUT to ``{chargingprofiles SENDER}/{session_id}`` of every
+  partner that has set a limit on the session successfully at least once (an accepted
+  SET_CHARGING_PROFILE ``OcpiCommand``; never to anyone else, CHECKLIST 8.2): the limit set,
+  counted from now, or after a clear the EVSE's full power for ``ACTIVE_PROFILE_HORIZON``
+  seconds. It goes through the push queue (``queue_callback``), so it is retried while the
+  partner is down; a session that ends needs no push.
+- A reservation ended on the CPO side (the operator cancelled it, the station removed it)
+  is told to the eMSP as CANCELED_RESERVATION on the ReserveNow's ``response_url``
+  (``cpms.reservations``); its own CANCEL_RESERVATION and an expiry are not.
 
 Knows no HTTP and no OCPP: requests come in as the dataclasses below, station actions go
 out as ``cpms.station_port`` actions.
@@ -40,20 +58,32 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import selectinload
 
 from cpms.authorization import Operator
+from cpms.charging import max_power_w
 from cpms.documents.datetimes import format_datetime
 from cpms.errors import CpmsError
-from cpms.model import Connector, Evse, Location, OcpiCommand, Reservation, Session, utcnow
+from cpms.model import (
+    Connector,
+    Evse,
+    Location,
+    OcpiCommand,
+    OcpiPartner,
+    Reservation,
+    Session,
+    utcnow,
+)
 from cpms.partners import Caller
 from cpms.push_queue import queue_callback
 from cpms.reservations import end_reservation, live_reservation, open_reservation_session
@@ -87,12 +117,14 @@ __all__ = [
     "RemoteControl",
     "RemoteRequest",
     "Reply",
+    "RequestPacer",
     "ReserveNowRequest",
     "SetProfileRequest",
     "StartSessionRequest",
     "StopSessionRequest",
     "UnlockConnectorRequest",
     "Work",
+    "active_profile",
     "expire_commands",
     "finish_command",
     "id_tag_for",
@@ -104,6 +136,21 @@ ACCEPTED = "ACCEPTED"
 REJECTED = "REJECTED"
 NOT_SUPPORTED = "NOT_SUPPORTED"
 UNKNOWN_SESSION = "UNKNOWN_SESSION"
+TOO_OFTEN = "TOO_OFTEN"
+
+PROFILE_REQUEST_INTERVAL = 5.0
+"""Seconds between two charging-profile requests of one partner for one session (TOO_OFTEN).
+
+Why 5 s: each request is an OCPP call the station must answer before the next call on its
+connection (OCPP-J allows one at a time), typically within a second or two, and a smart
+charging partner re-plans a session every minute or on events, not several times a
+second. Five seconds lets a partner set a limit and read back what applies a moment later,
+while a runaway loop cannot keep the station's one call slot (and the operator's commands
+behind it) busy with charging profiles.
+"""
+ACTIVE_PROFILE_HORIZON = 3600
+"""Seconds the EVSE's full power is announced for after a limit is cleared (CHECKLIST 8.2
+asks for a useful horizon of 5 to 60 minutes; nothing ends then, so the longest)."""
 
 #: OCPI CommandResultType: what a command's result may say.
 COMMAND_RESULTS = frozenset(
@@ -244,6 +291,8 @@ class Work:
     action: StationAction
     reservation_changes: dict[str, Any] = field(default_factory=dict)
     """For a ReserveNow replacing a reservation: what changes once the station accepts."""
+    session_id: str | None = None
+    """For a charging-profile request: the session (ours, as stored) it is about."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,9 +300,9 @@ class Reply:
     """What we answer at once: OCPI CommandResponse or ChargingProfileResponse."""
 
     result: str
-    """ACCEPTED, REJECTED, NOT_SUPPORTED or UNKNOWN_SESSION."""
+    """ACCEPTED, REJECTED, NOT_SUPPORTED, UNKNOWN_SESSION, or TOO_OFTEN (profiles only)."""
     timeout: int
-    """Seconds the partner should wait for the result."""
+    """Seconds the partner should wait for the result; with TOO_OFTEN, before asking again."""
     message: str | None = None
     unknown_location: bool = False
     """The location, EVSE or connector named is not ours (OCPI status 2003)."""
@@ -266,11 +315,76 @@ class Reply:
 class _Refused(Exception):
     """A request we refuse at once; becomes the ``Reply``."""
 
-    def __init__(self, result: str, message: str, *, unknown_location: bool = False) -> None:
+    def __init__(
+        self,
+        result: str,
+        message: str,
+        *,
+        unknown_location: bool = False,
+        timeout: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.result = result
         self.message = message
         self.unknown_location = unknown_location
+        self.timeout = timeout
+        """The ``timeout`` to answer instead of the result timeout (TOO_OFTEN)."""
+
+
+class RequestPacer:
+    """When each key (partner, session) last had a request served: the TOO_OFTEN memory.
+
+    In memory, per node; see the module docstring. ``admit`` is a check and a record in
+    one step with no ``await`` between, so two requests arriving together on one node
+    cannot both pass. Entries are forgotten once their interval has passed (the oldest
+    are first in the dict, as each admitted key moves to its end); ``max_entries`` is a
+    last bound should a flood come faster than the interval forgets.
+    """
+
+    def __init__(
+        self,
+        interval: float | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_entries: int = 100_000,
+    ) -> None:
+        self._interval = interval
+        self._clock = clock
+        self._max_entries = max_entries
+        self._served: OrderedDict[Hashable, float] = OrderedDict()
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two requests of one key (``PROFILE_REQUEST_INTERVAL`` unless set)."""
+        return PROFILE_REQUEST_INTERVAL if self._interval is None else self._interval
+
+    def __len__(self) -> int:
+        return len(self._served)
+
+    def admit(self, key: Hashable) -> float:
+        """Record a request of ``key`` and return 0.0, or return the seconds still to wait.
+
+        A request that must wait is not recorded: asking too often does not push the next
+        allowed moment further away.
+        """
+        now = self._clock()
+        interval = self.interval
+        self._forget(now, interval)
+        served = self._served.get(key)
+        if served is not None and now - served < interval:
+            return interval - (now - served)
+        self._served[key] = now
+        self._served.move_to_end(key)
+        while len(self._served) > self._max_entries:
+            self._served.popitem(last=False)
+        return 0.0
+
+    def _forget(self, now: float, interval: float) -> None:
+        while self._served:
+            oldest, served = next(iter(self._served.items()))
+            if now - served < interval:
+                return
+            del self._served[oldest]
 
 
 def _unknown(message: str) -> _Refused:
@@ -319,6 +433,63 @@ def profile_to_ocpi(limit: ChargingLimit) -> dict[str, Any]:
     if limit.min_rate is not None:
         profile["min_charging_rate"] = float(limit.min_rate)
     return profile
+
+
+def active_profile(
+    limit: ChargingLimit, *, anchor: datetime, now: datetime
+) -> dict[str, Any] | None:
+    """Return ``limit`` as the OCPI ActiveChargingProfile in force at ``now``.
+
+    ``anchor`` is the moment the limit's periods count from (its ``start``, or the start of
+    charging). The profile is calculated at ``now`` and its periods count from then: the
+    period in force now starts at 0, the ones already over are left out, the duration is
+    what remains. A limit that starts later keeps its own start. None when the limit is
+    over (its duration has passed): no limit applies any more.
+    """
+    elapsed = math.floor((now - anchor).total_seconds())
+    if elapsed <= 0:  # not begun yet: its offsets count from its own start
+        calculated, shifted = anchor, replace(limit, start=None)
+    elif limit.duration is not None and limit.duration <= elapsed:
+        return None
+    else:
+        current = [p for p in limit.periods if p.start_period <= elapsed][-1:]
+        later = [p for p in limit.periods if p.start_period > elapsed]
+        periods = [replace(p, start_period=0) for p in current] + [
+            replace(p, start_period=p.start_period - elapsed) for p in later
+        ]
+        remaining = None if limit.duration is None else limit.duration - elapsed
+        calculated = now
+        shifted = replace(limit, periods=tuple(periods), start=None, duration=remaining)
+    return {
+        "start_date_time": format_datetime(calculated),
+        "charging_profile": profile_to_ocpi(shifted),
+    }
+
+
+async def _profile_setters(uow: UnitOfWork, session: Session) -> list[OcpiPartner]:
+    """The registered partners that have set a limit on ``session`` successfully.
+
+    Read from the accepted SET_CHARGING_PROFILE commands of the session's station (the
+    session id is in the stored request, as the partner spelt it: compared ignoring case).
+    """
+    setters = (
+        select(OcpiCommand.partner_id)
+        .where(
+            OcpiCommand.station_id == session.station_id,
+            OcpiCommand.command == SetProfileRequest.command,
+            OcpiCommand.state == "DONE",
+            OcpiCommand.result == ActionStatus.ACCEPTED.value,
+            func.lower(OcpiCommand.request["session_id"].as_string()) == session.id.lower(),
+        )
+        .distinct()
+    )
+    return list(
+        await uow.session.scalars(
+            select(OcpiPartner)
+            .where(OcpiPartner.id.in_(setters), OcpiPartner.state == "REGISTERED")
+            .order_by(OcpiPartner.id)
+        )
+    )
 
 
 # Finishing a command: its result queued for the partner
@@ -430,6 +601,7 @@ class RemoteControl:
         result_timeout: float,
         station_timeout: float,
         queued: Callable[[], None] = lambda: None,
+        pacer: RequestPacer | None = None,
     ) -> None:
         self.uow = uow
         self.port = port
@@ -440,6 +612,9 @@ class RemoteControl:
         """Seconds the station gets to answer: never longer than the partner waits."""
         self.queued = queued
         """Called after a commit that queued a result (wakes the pusher)."""
+        self.pacer = pacer
+        """Charging-profile requests served per (partner, session), kept by the caller
+        across requests (TOO_OFTEN); None: no pacing."""
 
     @property
     def timeout(self) -> int:
@@ -461,7 +636,7 @@ class RemoteControl:
             except _Refused as refused:
                 return Reply(
                     refused.result,
-                    self.timeout,
+                    self.timeout if refused.timeout is None else refused.timeout,
                     refused.message,
                     unknown_location=refused.unknown_location,
                 )
@@ -526,6 +701,7 @@ class RemoteControl:
         action: StationAction,
         id_tag: str | None = None,
         reservation_changes: dict[str, Any] | None = None,
+        session_id: str | None = None,
     ) -> Reply:
         command = self._record(
             uow, caller, request, body, now, station_id=station_id, id_tag=id_tag
@@ -537,6 +713,7 @@ class RemoteControl:
             station_id,
             action,
             reservation_changes or {},
+            session_id,
         )
         return Reply(ACCEPTED, self.timeout, command_id=command.id, work=work)
 
@@ -835,7 +1012,24 @@ class RemoteControl:
             case ActiveProfileRequest(duration=duration):
                 action = GetSchedule(evse_number, duration)
         self._check_station(station_id, type(action))
-        return self._accepted(uow, caller, request, body, now, station_id=station_id, action=action)
+        self._pace(caller, session)
+        return self._accepted(
+            uow, caller, request, body, now, station_id=station_id, action=action,
+            session_id=session.id,
+        )  # fmt: skip
+
+    def _pace(self, caller: Caller, session: Session) -> None:
+        """Refuse TOO_OFTEN a profile request sooner than the pacer allows (the last check)."""
+        if self.pacer is None:
+            return
+        wait = self.pacer.admit((caller.partner_id, session.id))
+        if wait > 0:
+            raise _Refused(
+                TOO_OFTEN,
+                f"one charging-profile request per session every {self.pacer.interval:g} s;"
+                f" ask again in {math.ceil(wait)} s",
+                timeout=max(1, math.ceil(wait)),
+            )
 
     # Carrying out
 
@@ -855,6 +1049,8 @@ class RemoteControl:
             settled = await finish_command(
                 uow, work.command_id, outcome.status, outcome.message or None, profile=profile
             )
+            if settled and outcome.accepted:
+                await self._active_profile_changed(uow, work, now)
             log_station_event(
                 uow,
                 work.station_id,
@@ -937,9 +1133,58 @@ class RemoteControl:
         )
         if evse is None or not evse.connectors:
             return None
-        connector = evse.connectors[0]
-        phases = 3 if connector.power_type == "AC_3_PHASE" else 1
-        watts = connector.max_electric_power or (
-            connector.max_voltage * connector.max_amperage * phases
-        )
-        return ChargingLimit("W", (LimitPeriod(0, Decimal(watts)),), duration=duration)
+        return ChargingLimit("W", (LimitPeriod(0, max_power_w(evse)),), duration=duration)
+
+    # Telling the partners who set limits (CHECKLIST 8.2)
+
+    async def _active_profile_changed(self, uow: UnitOfWork, work: Work, now: datetime) -> int:
+        """Queue the session's new ActiveChargingProfile for the partners who set limits.
+
+        Called once a set or a clear was accepted and its result queued; returns how many
+        pushes were queued (none for other actions, and none when no partner has set a
+        limit on the session successfully).
+        """
+        action = work.action
+        limit: ChargingLimit | None
+        if isinstance(action, SetChargingLimit):
+            limit = action.limit
+        elif isinstance(action, ClearChargingLimit):
+            limit = None
+        else:
+            return 0
+        if work.session_id is None:
+            return 0
+        session = await uow.session.get(Session, work.session_id)
+        if session is None:
+            return 0
+        partners = await _profile_setters(uow, session)
+        if not partners:
+            return 0
+        active = None
+        if limit is not None:
+            active = active_profile(limit, anchor=limit.start or session.start_date_time, now=now)
+        if active is None:  # cleared (or the limit set is over): the EVSE's full power
+            capacity = await self._capacity(
+                uow, work.station_id, action.evse_number, ACTIVE_PROFILE_HORIZON
+            )
+            if capacity is None:
+                return 0
+            active = {
+                "start_date_time": format_datetime(now),
+                "charging_profile": profile_to_ocpi(capacity),
+            }
+        queued = 0
+        for partner in partners:
+            sender = ((partner.endpoints or {}).get("chargingprofiles") or {}).get("SENDER")
+            if not sender:
+                continue  # it cannot hear of it: nothing to queue
+            queue_callback(
+                uow,
+                partner_id=partner.id,
+                url=f"{sender.rstrip('/')}/{quote(session.id, safe='')}",
+                body=active,
+                object_key=f"active_profile:{session.id}",
+                method="PUT",
+            )
+            queued += 1
+        return queued

@@ -12,6 +12,15 @@ Who makes reservations (the operator's ReserveNow command, OCPI's ReserveNow thr
 station has accepted. A partner's reservation is found by the partner's own id
 (``live_reservation``), which is never sent to a station. ``expire_reservations`` ends the
 reservations whose time ran out unused (a 1.6 station drops them silently).
+
+A reservation the CPO side ends, ``end_reported_reservation`` with ``expired=False`` (the
+2.0.1 station reports it Removed, or accepted the operator's CancelReservation:
+``cpms.commands``, both OCPP versions), is told to the eMSP that made it: CommandResult
+CANCELED_RESERVATION POSTed to its ReserveNow's ``response_url`` (OCPI 2.2.1 13.1,
+"Reservation canceled by the CPO"; CHECKLIST 7.4), queued behind that ReserveNow's own
+result. Not when the eMSP cancels it itself (CANCEL_RESERVATION ends it through
+``end_reservation``, and a cancellation of it still pending keeps the station's report
+quiet), and not on expiry: the eMSP set ``expiry_date`` and knows it.
 """
 
 from __future__ import annotations
@@ -26,7 +35,8 @@ from sqlalchemy.orm import selectinload
 from cpms.charging import finish_billing
 from cpms.errors import Conflict, NotFound
 from cpms.events import SessionEnded, SessionStarted
-from cpms.model import ChargingStation, Evse, Location, Reservation, Session
+from cpms.model import ChargingStation, Evse, Location, OcpiCommand, Reservation, Session
+from cpms.push_queue import queue_callback
 from cpms.session_pricing import (
     DEFAULT_CURRENCY,
     cdr_location_of,
@@ -43,6 +53,7 @@ __all__ = [
     "expire_reservations",
     "live_reservation",
     "open_reservation_session",
+    "tell_cancelled",
 ]
 
 EXPIRED = "reservation_expired"
@@ -183,15 +194,24 @@ async def end_reservation(
 
 
 async def end_reported_reservation(
-    uow: UnitOfWork, station_id: str, reservation_id: int, *, now: datetime, expired: bool
+    uow: UnitOfWork,
+    station_id: str,
+    reservation_id: int,
+    *,
+    now: datetime,
+    expired: bool,
+    why: str = "the charging station removed the reservation",
 ) -> Reservation | None:
     """End a live reservation of ``station_id`` that the station says it no longer holds.
 
     For OCPP 2.0.1 ReservationStatusUpdate: Expired ends it as expired, Removed (the station
     dropped it, say because the EVSE became unavailable) as cancelled, both through
-    ``end_reservation``. Returns the reservation ended; ``None``, and nothing changes, when the
-    id names no live reservation of this station (unknown, another station's, or ended
-    already, e.g. by ``expire_reservations``). No commit.
+    ``end_reservation``; and for a CancelReservation of the operator the station accepted
+    (``expired=False``). A cancelled reservation of an eMSP is told to it as
+    CANCELED_RESERVATION (``tell_cancelled``, ``why`` its message). Returns the reservation
+    ended; ``None``, and nothing changes, when the id names no live reservation of this
+    station (unknown, another station's, or ended already, e.g. by ``expire_reservations``).
+    No commit.
     """
     if not 0 < reservation_id < 2**63:  # a station's number that cannot be one of our ids
         return None
@@ -200,5 +220,50 @@ async def end_reported_reservation(
         return None
     if reservation.status not in LIVE:
         return None
+    held = reservation.status == "ACCEPTED"  # the eMSP was told it holds
     await end_reservation(uow, reservation_id, now=now, expired=expired)
+    if held and not expired:
+        await tell_cancelled(uow, reservation, why)
     return reservation
+
+
+async def tell_cancelled(uow: UnitOfWork, reservation: Reservation, why: str) -> bool:
+    """Queue CANCELED_RESERVATION for the eMSP that made ``reservation``; whether queued.
+
+    Nothing for a reservation of no eMSP (or without a ``response_url``), nor while that
+    eMSP's own CANCEL_RESERVATION of it is on its way to the station: the eMSP ended it,
+    and hears of it as that command's result. The result goes to the ``response_url`` of
+    the ReserveNow, in order behind that ReserveNow's own result (the same push object).
+    No commit.
+    """
+    if reservation.partner_id is None or not reservation.response_url:
+        return False
+    commands = select(OcpiCommand).where(
+        OcpiCommand.partner_id == reservation.partner_id,
+        OcpiCommand.station_id == reservation.station_id,
+    )
+    external_id = (reservation.external_id or "").lower()
+    cancelling = await uow.session.scalars(
+        commands.where(OcpiCommand.command == "CANCEL_RESERVATION", OcpiCommand.state == "PENDING")
+    )
+    if any(str(c.request.get("reservation_id", "")).lower() == external_id for c in cancelling):
+        return False
+    reserve = await uow.session.scalar(
+        commands.where(
+            OcpiCommand.command == "RESERVE_NOW",
+            OcpiCommand.response_url == reservation.response_url,
+        )
+        .order_by(OcpiCommand.created_at.desc())
+        .limit(1)
+    )
+    queue_callback(
+        uow,
+        partner_id=reservation.partner_id,
+        url=reservation.response_url,
+        body={
+            "result": "CANCELED_RESERVATION",
+            "message": [{"language": "en", "text": why[:512]}],
+        },
+        object_key=f"command:{reserve.id}" if reserve else f"reservation:{reservation.id}",
+    )
+    return True

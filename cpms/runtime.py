@@ -20,7 +20,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -45,6 +45,7 @@ from cpms.demo import (
 )
 from cpms.errors import ConfigError, CpmsError
 from cpms.group_commit import GroupCommitter
+from cpms.liveness import Liveness, LivenessWriter
 from cpms.locations import DefaultLocation
 from cpms.model import utcnow
 from cpms.operator_access import ensure_admin_token
@@ -56,9 +57,12 @@ from cpms.station_lifecycle import log_station_event, record_offline, record_onl
 from cpms.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from ocpi_api import HttpContext, create_app
 from ocpi_api.client import OcpiClient
+from ocpi_api.hub_client_pull import pull_hub_clients
+from ocpi_api.pull import OnPage, PullFailed, PullReport
 from ocpi_api.push import Pusher
 from ocpi_api.realtime_auth import OcpiRemoteAuthorizer
 from ocpi_api.registration import RegistrationFailed, our_roles, register, unregister, update
+from ocpi_api.token_pull import pull_tokens
 from ocpi_api.versions import versions_url
 from ocpp_gateway import OcppServer, OcppVersion, v16, v201
 from ocpp_gateway.server import StationProfile
@@ -120,7 +124,7 @@ class Runtime:
         self.authorizer = Authorizer(
             Operator(settings.country_code, settings.party_id),
             OcpiRemoteAuthorizer(
-                self.uow, self.vault, self.ocpi_client, timeout=settings.ocpi_authorize_timeout
+                self.vault, self.ocpi_client, timeout=settings.ocpi_authorize_timeout
             ),
             accept_unknown=settings.accept_unknown_tokens,
         )
@@ -131,11 +135,14 @@ class Runtime:
             retry_max=settings.ocpi_push_retry_max,
             base_url=self.base_url,
         )
+        self.liveness = Liveness()
+        self.liveness_writer = LivenessWriter(self.liveness, self.committer)
         services = StationServices(
             uow=self.uow,
             committer=self.committer,
             authorizer=self.authorizer,
             heartbeat_interval=settings.heartbeat_interval,
+            liveness=self.liveness,
         )
         self.gateway = OcppServer(
             host=settings.ocpp_host,
@@ -151,6 +158,7 @@ class Runtime:
             },
             ping_interval=settings.ping_interval,
             ping_timeout=settings.ping_timeout,
+            open_timeout=settings.handshake_timeout,
             # FIELD-NOTES 1: a station silent for two heartbeat intervals is gone.
             silence_limit=2 * settings.heartbeat_interval,
         )
@@ -258,6 +266,7 @@ class Runtime:
                 self.uow(), self.settings.admin_token
             )
             await self.committer.start()
+            await self.liveness_writer.start()
             await self.gateway.start()
             app = create_app(
                 HttpContext(
@@ -299,6 +308,8 @@ class Runtime:
         if self._http_runner is not None:
             await self._http_runner.cleanup()
             self._http_runner = None
+        if self.committer.running:
+            await self.liveness_writer.stop()  # the last moments heard, before the committer
         await self.committer.stop()
         await self.ocpi_client.close()
         await self.engine.dispose()
@@ -652,3 +663,25 @@ async def unregister_partner(
     """Unregister a partner (credentials DELETE); why it did not confirm, or None."""
     async with _partner_client(settings) as client:
         return await unregister(uow, vault, client, partner_id)
+
+
+# Pulling partners' lists (`cpms ocpi pull-tokens`, `cpms ocpi pull-clients`) --------------------
+
+
+async def pull_partner_list(
+    settings: Settings,
+    uow: UnitOfWorkFactory,
+    vault: TokenVault,
+    partner_id: int,
+    *,
+    what: str,
+    since: datetime | None = None,
+    on_page: OnPage | None = None,
+) -> PullReport:
+    """Pull a partner's ``what`` list ("tokens" or "clients") and store it; what it did."""
+    pull = {"tokens": pull_tokens, "clients": pull_hub_clients}[what]
+    async with _partner_client(settings) as client:
+        try:
+            return await pull(uow, vault, client, partner_id, since=since, on_page=on_page)
+        except PullFailed as error:
+            raise CpmsError(f"pulling {what} of partner {partner_id} stopped: {error}") from None

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import joinedload, selectinload
 
 from cpms.errors import NotFound
@@ -44,7 +44,6 @@ __all__ = [
     "load_station",
     "log_station_event",
     "record_boot",
-    "record_heartbeat",
     "record_offline",
     "record_online",
     "record_status",
@@ -171,16 +170,6 @@ async def record_boot(
     return BootDecision(status, heartbeat_interval, received_at)
 
 
-async def record_heartbeat(uow: UnitOfWork, station_id: str, received_at: datetime) -> datetime:
-    """Note that the station is alive; return the time to tell it."""
-    await uow.session.execute(
-        update(ChargingStation)
-        .where(ChargingStation.id == station_id)
-        .values(last_seen_at=received_at)
-    )
-    return received_at
-
-
 _EVSE_ID_PART = re.compile(r"[^A-Z0-9]")
 
 # What an EVSE the station reported before anyone described it is assumed to have. It is
@@ -206,19 +195,31 @@ async def _new_evse_uid(uow: UnitOfWork, station_id: str, number: int) -> str:
     return uid
 
 
+async def _known_evse(uow: UnitOfWork, station_id: str, number: int) -> Evse | None:
+    query = (
+        select(Evse)
+        .where(Evse.station_id == station_id, Evse.ocpp_evse_id == number)
+        .options(joinedload(Evse.location), joinedload(Evse.connectors))
+    )
+    # One round trip on the hot path (a status report), not one per relationship; and no
+    # autoflush: inside a group commit that would flush every earlier work's changes one
+    # work at a time, where the commit flushes them all at once (batched statements).
+    # Only an EVSE this very transaction added could be missed, so "none" is asked again
+    # the flushing way before anyone adds one.
+    with uow.session.no_autoflush:
+        found = (await uow.session.scalars(query)).unique().one_or_none()
+    if found is None:
+        found = (await uow.session.scalars(query)).unique().one_or_none()
+    return found
+
+
 async def evse_for(uow: UnitOfWork, station: ChargingStation, number: int, *, at: datetime) -> Evse:
     """Return the EVSE a station calls ``number``, adding it to the station's location if new.
 
     A station may report EVSEs nobody has described yet (the common case with open admission);
     they appear at once with an assumed connector, and the log says so.
     """
-    # One round trip on the hot path (a status report), not one per relationship.
-    found = await uow.session.scalars(
-        select(Evse)
-        .where(Evse.station_id == station.id, Evse.ocpp_evse_id == number)
-        .options(joinedload(Evse.location), joinedload(Evse.connectors))
-    )
-    evse = found.unique().one_or_none()
+    evse = await _known_evse(uow, station.id, number)
     if evse is not None:
         return evse
     location = await uow.session.get(
@@ -257,10 +258,11 @@ async def evse_for(uow: UnitOfWork, station: ChargingStation, number: int, *, at
 
 
 async def record_status(uow: UnitOfWork, station_id: str, report: StatusReport) -> None:
-    """Apply a status report to the station (EVSE 0) or to one EVSE."""
-    station = await load_station(uow, station_id)
+    """Apply a status report to the station (EVSE 0) or to one EVSE.
+
+    The station's ``last_seen_at`` is not this write's business: ``cpms.liveness`` keeps it.
+    """
     at = report.received_at
-    station.last_seen_at = at
     if report.error_code is not None:
         log_station_event(
             uow,
@@ -283,7 +285,11 @@ async def record_status(uow: UnitOfWork, station_id: str, report: StatusReport) 
             details={"status": report.status, **report.details},
         )
         return
-    evse = await evse_for(uow, station, report.evse_number, at=at)
+    # The EVSE is known on all but the first report: the station is only read to add one.
+    evse = await _known_evse(uow, station_id, report.evse_number)
+    if evse is None:
+        station = await load_station(uow, station_id)
+        evse = await evse_for(uow, station, report.evse_number, at=at)
     if evse.status not in (report.status, "REMOVED"):
         _set_status(uow, evse, report.status, at)
 

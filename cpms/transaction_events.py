@@ -31,7 +31,7 @@ from decimal import Decimal
 
 from sqlalchemy import select, update
 
-from cpms.authorization import Authorization, Authorizer
+from cpms.authorization import Authorization, Operator
 from cpms.charging import (
     POWER_MARGIN,
     STEP_SLACK_WH,
@@ -50,7 +50,7 @@ from cpms.charging import (
 )
 from cpms.events import SessionStarted, SessionUpdated
 from cpms.model import BilledReading, Session, TransactionEvent
-from cpms.station_lifecycle import load_station, log_station_event, trusted_time
+from cpms.station_lifecycle import log_station_event, trusted_time
 from cpms.unit_of_work import UnitOfWork
 
 __all__ = [
@@ -107,16 +107,18 @@ async def record_transaction_event(
     station_id: str,
     report: TransactionEventReport,
     *,
-    authorizer: Authorizer,
+    authorization: Authorization | None,
+    operator: Operator,
 ) -> TransactionEventOutcome:
-    """Apply one TransactionEvent to its session; see the module docstring for the rules."""
-    station = await load_station(uow, station_id)
+    """Apply one TransactionEvent to its session; see the module docstring for the rules.
+
+    ``authorization`` is the decision about the event's idToken (None when it carries none),
+    made before this write, as for ``charging.start_transaction``.
+    """
     session = await session_of(uow, station_id, report.transaction_id)
     if session is not None and await _seen(uow, station_id, report):
-        authorization = await _decide(uow, authorizer, report.uid, station.location_id)
         return _outcome(session, authorization, replayed=True)
 
-    authorization: Authorization | None = None
     if session is None:
         started = await start_transaction(
             uow,
@@ -131,15 +133,13 @@ async def record_transaction_event(
                 reservation_id=report.reservation_id,
                 transaction_id=report.transaction_id,
             ),
-            authorizer=authorizer,
+            authorization=authorization,
+            operator=operator,
         )
-        authorization = started.authorization
         session = await uow.session.get(Session, started.session_id)
         assert session is not None  # flushed by start_transaction
-    else:
-        authorization = await _decide(uow, authorizer, report.uid, station.location_id)
-        if authorization is not None and session.status == "PENDING":
-            _identify(uow, session, authorization, report.received_at)
+    elif authorization is not None and session.status == "PENDING":
+        _identify(uow, session, authorization, report.received_at)
 
     if report.offline and _OFFLINE not in session.flags:
         session.flags = [*session.flags, _OFFLINE]
@@ -160,7 +160,7 @@ async def record_transaction_event(
                 reason=report.stopped_reason,
                 meter_values=report.meter_values,
             ),
-            authorizer=authorizer,
+            authorization=None,  # the event's token is answered with the event, not the stop
         )
         session.meter_stop_wh = session.last_meter_wh
     if stopped is None or stopped.replayed:
@@ -217,14 +217,6 @@ async def _seen(uow: UnitOfWork, station_id: str, report: TransactionEventReport
         )
     )
     return found is not None
-
-
-async def _decide(
-    uow: UnitOfWork, authorizer: Authorizer, uid: str | None, location_id: str | None
-) -> Authorization | None:
-    if uid is None:
-        return None
-    return await authorizer.authorize(uow, uid, location_id=location_id)
 
 
 def _start_time(report: TransactionEventReport) -> datetime | None:

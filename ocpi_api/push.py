@@ -9,8 +9,12 @@ the few requests that bring the partner up to date from the database as it is no
 each answer settles the pushes it carried:
 
 - HTTP 2xx with OCPI 1xxx: SENT (the others SUPERSEDED);
-- "unknown object" (HTTP 404 or OCPI 2003) to a PATCH or a sub-object PUT: the whole
-  object is PUT instead (CHECKLIST 1.5);
+- "unknown object" (HTTP 404, OCPI 2003 or 2004) to a PATCH or a sub-object PUT: the
+  partner's copy is asked for with a GET of the same URL (CHECKLIST 1.5, 2.2, 3.2). Absent
+  (HTTP 404, OCPI 2003/2004, no data): the whole object is PUT, carrying every push
+  gathered. Present: the whole object is PUT too (``_deliver_object`` says why). A GET
+  that fails as below (unreachable, 5xx, 3xxx, ...) is a transient failure: everything
+  is tried again later, from the PATCH;
 - OCPI 2xxx (or HTTP 400/422): our payload was refused; FAILED, kept for the operator,
   not retried unless the operator asks (``POST /api/ocpi/partners/{id}/pushes/retry``);
 - unreachable, timeout, HTTP 5xx, OCPI 3xxx or hub 4xxx (CHECKLIST 1.7, 10): tried
@@ -19,10 +23,18 @@ each answer settles the pushes it carried:
   time, not hammered by one per object. Its first success makes everything it missed due
   at once.
 
-Rounds run when something was committed (the pusher subscribes to the unit of work),
-when ``wake()`` is called, when a push becomes due, and at least every second (outbox rows
-other nodes wrote). Starting resumes whatever a previous run left pending; stopping lets
-the requests on their way finish (a few seconds at most) and hands the rest back.
+Order across objects is the queue's (``cpms.push_queue.due_heads``): a partner gets a
+location before a session or CDR there, and a session's end before its CDR.
+
+Rounds run when a commit recorded events some partner receives (the pusher subscribes to
+the unit of work, and knows from the last fan-out which modules have receivers), when
+``wake()`` is called (registration, commands, the operator), when a push becomes due, and
+at least every second (outbox rows other nodes or processes wrote, a partner registered
+elsewhere). Without any registered partner (issue 8) a commit wakes nothing, and the
+second's round is a fan-out that marks the outbox processed in one statement and reads
+no push: nothing can be due. Starting resumes whatever a previous run left pending;
+stopping lets the requests on their way finish (a few seconds at most) and hands the rest
+back.
 """
 
 from __future__ import annotations
@@ -55,6 +67,7 @@ from cpms.push_queue import (
     release,
     retry_later,
     settle,
+    topic_module,
 )
 from cpms.secrets import TokenVault
 from cpms.unit_of_work import UnitOfWorkFactory
@@ -95,7 +108,7 @@ def judge(step: Step, reply: OcpiReply) -> Verdict:
         reply.http_status == 404 or (200 <= reply.http_status < 300 and reply.status_code is None)
     ):
         return Verdict.OK  # gone (already), maybe said with a bare 204: what the DELETE wanted
-    if not step.whole and (reply.http_status == 404 or reply.status_code == 2003):
+    if not step.whole and (reply.http_status == 404 or reply.status_code in _UNKNOWN_CODES):
         return Verdict.UNKNOWN
     code = reply.status_code or 0
     if 2000 <= code < 3000 or (code == 0 and reply.http_status in (400, 422)):
@@ -103,6 +116,29 @@ def judge(step: Step, reply: OcpiReply) -> Verdict:
     # 3xxx server and 4xxx hub errors, HTTP 5xx, 401/403 (credentials being changed),
     # 404 of a whole object (a wrong endpoint), anything else: worth another try later.
     return Verdict.TRANSIENT
+
+
+_UNKNOWN_CODES = (2003, 2004)
+"""OCPI "unknown Location" and "unknown Token", which receivers use for any unknown object."""
+
+
+def held(reply: OcpiReply) -> bool | None:
+    """Whether the partner holds the object it answered a GET for (CHECKLIST 1.5, 1.7).
+
+    ``True``: HTTP 2xx, OCPI 1xxx, with the object. ``False``: HTTP 404 or OCPI 2003/2004
+    (both are used for "unknown"), a success without data, or any answer that cannot say
+    (405 or another 2xxx: no GET there), where a whole PUT is the repair all the same.
+    ``None``: it failed as a transient failure does (``judge``): ask again later.
+    """
+    if reply.ok:
+        return bool(reply.data)
+    if reply.http_status == 404 or reply.status_code in _UNKNOWN_CODES:
+        return False
+    code = reply.status_code or 0
+    transient = reply.http_status >= 500 and reply.http_status != 501  # 501: no GET there
+    if code >= 3000 or transient or reply.http_status in (401, 403, 408, 429):
+        return None
+    return False
 
 
 def _describe(step: Step, reply: OcpiReply) -> str:
@@ -143,11 +179,20 @@ class Pusher:
         """Pushes leased by this pusher and not settled yet (handed back on stop)."""
         self._busy: dict[int, asyncio.Task[None]] = {}
         """Partners being delivered to, and the task doing it."""
+        self._partners = True
+        """Some partner was registered at the last fan-out; False: no push can be due."""
+        self._receives: frozenset[str] | None = None
+        """The modules some partner receives, as of the last fan-out (None: not known yet)."""
         uow.subscribe(self._committed)
 
     async def _committed(self, events: Sequence[DomainEvent]) -> None:
-        # Every commit with events left outbox rows: fan them out now, not at the next poll.
-        self._wakeup.set()
+        # A commit with events left outbox rows: fan them out now, not at the next poll,
+        # if some partner receives any of them. The others wait for the next round (within
+        # a second), which marks them processed in one statement when no partner is
+        # registered: a node without partners pays no transaction per commit (issue 8).
+        receives = self._receives
+        if receives is None or any(topic_module(event.topic) in receives for event in events):
+            self._wakeup.set()
 
     def wake(self) -> None:
         """Deliver soon: something was queued, or the operator made pushes due again."""
@@ -216,6 +261,8 @@ class Pusher:
 
     async def _idle_delay(self) -> float:
         """Seconds until something may be due: a push, or a paused partner's next probe."""
+        if not self._partners:
+            return POLL_INTERVAL  # nobody registered: nothing can be due, nothing to ask
         loop_now = asyncio.get_running_loop().time()
         delays = [POLL_INTERVAL]
         due = await next_due(self.uow(), skip=self._skipped())
@@ -232,8 +279,12 @@ class Pusher:
             result = await fan_out(self.uow())
             if self._stopping:
                 return False
+            if not result.contended:
+                self._partners, self._receives = result.partners, result.receives
             if result.events < FAN_OUT_BATCH and not result.contended:
                 break
+        if not self._partners:
+            return False  # nobody registered: no push can be due, none is looked for
         heads = await due_heads(
             self.uow(), now=utcnow(), per_partner=HEADS_PER_ROUND, skip=self._skipped()
         )
@@ -318,8 +369,27 @@ class Pusher:
                 )  # fmt: skip
                 await self._recovered(partner_id)
             elif verdict is Verdict.UNKNOWN:
-                # The partner lacks the object: PUT it whole, carrying everything left.
+                # CHECKLIST 1.5: "If a PATCH fails, the client should GET the object from the
+                # receiver; if absent, PUT the full object." The PUT carries everything left.
                 carried = sorted(set(step.covers) | set(remaining))
+                holds, said = await self._holds(link, step.url)
+                if holds is None:
+                    log.warning("partner %d: %s; trying again later", partner_id, said)
+                    await self._retry([by_id[i] for i in carried], carried, said)
+                    self._failed(partner_id)
+                    return
+                # Present, yet the PATCH was refused as unknown: the object appeared since,
+                # or the partner's copy lacks the part the PATCH named (some receivers answer
+                # a GET of an EVSE with its location). The checklist says nothing of this
+                # case. Sending the same PATCH again would most likely be refused again, and
+                # a transient failure is retried forever, holding up every later push of the
+                # object. A PUT of the whole current object is always allowed (1.5: PUT is a
+                # full create or replace) and safe to repeat (10: "we may retry idempotent
+                # PUTs"), and it leaves the partner with exactly our copy: PUT it as well.
+                log.info(
+                    "partner %d %s %s (%s): putting it whole",
+                    partner_id, "holds" if holds else "lacks", pushes[0].object_key, said,
+                )  # fmt: skip
                 async with self.uow() as uow:
                     queue = [await whole(uow, link, [by_id[i] for i in carried])]
             elif verdict is Verdict.REFUSED:
@@ -335,6 +405,18 @@ class Pusher:
                 await self._retry([by_id[i] for i in carried], carried, error or "failed")
                 self._failed(partner_id)
                 return
+
+    async def _holds(self, link: PartnerLink, url: str) -> tuple[bool | None, str]:
+        """GET ``url`` of the partner: whether it holds the object (``held``), and its answer."""
+        try:
+            reply = await self.client.request(
+                "GET", url, token=link.token, base64_encoded=link.auth_base64, to_party=link.party
+            )
+        except PartnerUnreachable as error:
+            return None, f"GET {url}: {error}"
+        message = f": {reply.message}" if reply.message else ""
+        said = f"GET {url}: HTTP {reply.http_status}, OCPI {reply.status_code}{message}"
+        return held(reply), said
 
     async def _send(
         self, link: PartnerLink, step: Step

@@ -20,11 +20,15 @@ the database as it is *now* (never from the events' old values), following CHECK
   the running ones).
 - ``cdr:<id>``: ``POST`` of the CDR as issued; the ``Location`` header is kept.
 - ``tariff:<id>``: the latest state wins: ``PUT`` of the tariff, or ``DELETE`` once retired.
-- callbacks: ``POST`` of the stored body to the stored URL, one per push, in order.
+- callbacks: the stored body to the stored URL with the stored method (``POST`` unless
+  said), one per push, in order.
 
-A partial request (``Step.whole`` false) answered "unknown object" (HTTP 404, OCPI 2003) is
-followed by ``whole``: the PUT of the whole object (CHECKLIST 1.5). ``Undeliverable``
-says the pushes cannot be delivered at all (object or endpoint gone): they are dropped.
+A partial request (``Step.whole`` false) answered "unknown object" (HTTP 404, OCPI 2003 or
+2004) is followed by a GET of the same URL and then ``whole``: the PUT of the whole object,
+carrying every push gathered (CHECKLIST 1.5; ``ocpi_api.push`` decides). A full push of a
+newly registered partner is "location" pushes without fields and "tariff" pushes: whole
+PUTs. ``Undeliverable`` says the pushes cannot be delivered at all (object or endpoint
+gone): they are dropped.
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ class Step:
     covers: tuple[int, ...]
     """Ids of the pushes this request carries."""
     whole: bool = True
-    """False for a PATCH or a sub-object PUT, answered 404/2003 by PUTting ``whole``."""
+    """False for a PATCH or a sub-object PUT: "unknown" is answered by a GET, then ``whole``."""
     keep: dict[str, Any] | None = None
     """What to store as the SENT push's ``response`` when the partner accepts it."""
     keep_location_header: bool = False
@@ -339,4 +343,5 @@ def _callback_step(push: OcpiPush) -> Step:
     url = payload.get("url")
     if not isinstance(url, str) or not url:
         raise Undeliverable(f"callback push {push.id} has no URL")
-    return Step("POST", url, payload.get("body"), (push.id,))
+    # POST of a result to a response_url; PUT of an ActiveChargingProfile (queue_callback).
+    return Step(payload.get("method", "POST"), url, payload.get("body"), (push.id,))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -30,7 +31,7 @@ from cpms.errors import NotFound
 from cpms.model import Token
 from cpms.partners import PartnerLink, partner_link, partner_links
 from cpms.secrets import TokenVault
-from cpms.unit_of_work import UnitOfWorkFactory
+from cpms.unit_of_work import UnitOfWork
 from ocpi_api.client import OcpiClient, PartnerUnreachable, join_url
 
 __all__ = ["OcpiRemoteAuthorizer"]
@@ -52,16 +53,31 @@ _UNKNOWN = _Unknown()
 class OcpiRemoteAuthorizer:
     """Asks eMSPs ``POST {tokens}/{uid}/authorize``; see the module docstring."""
 
-    def __init__(
-        self, uow: UnitOfWorkFactory, vault: TokenVault, client: OcpiClient, *, timeout: float
-    ) -> None:
-        self.uow, self.vault, self.client, self.timeout = uow, vault, client, timeout
+    def __init__(self, vault: TokenVault, client: OcpiClient, *, timeout: float) -> None:
+        self.vault, self.client, self.timeout = vault, client, timeout
 
-    async def authorize(
-        self, uid: str, token: Token | None, *, location_id: str | None
+    async def issuers(self, uow: UnitOfWork, token: Token | None) -> list[PartnerLink]:
+        """The partners to ask about ``token`` (every Tokens SENDER for a uid nobody pushed)."""
+        if token is None:
+            return await partner_links(uow, self.vault, module="tokens", role="SENDER")
+        if token.partner_id is None:
+            return []  # our own token, or one nobody can be asked about
+        try:
+            link = await partner_link(uow, self.vault, token.partner_id)
+        except NotFound:
+            return []
+        return [link] if link.endpoint("tokens", "SENDER") else []
+
+    async def ask(
+        self,
+        issuers: Sequence[object],
+        uid: str,
+        token: Token | None,
+        *,
+        location_id: str | None,
     ) -> Authorization | None:
-        """Return the issuer's decision, or None when nobody could be asked."""
-        links = await self._links(token)
+        """Return the issuer's decision, or None when nobody answered."""
+        links = [link for link in issuers if isinstance(link, PartnerLink)]
         if not links:
             return None
         if token is not None:
@@ -78,18 +94,6 @@ class OcpiRemoteAuthorizer:
                 )
             return answer
         return await self._first_answer(links, uid, location_id)
-
-    async def _links(self, token: Token | None) -> list[PartnerLink]:
-        async with self.uow() as uow:
-            if token is None:
-                return await partner_links(uow, self.vault, module="tokens", role="SENDER")
-            if token.partner_id is None:
-                return []  # our own token, or one nobody can be asked about
-            try:
-                link = await partner_link(uow, self.vault, token.partner_id)
-            except NotFound:
-                return []
-        return [link] if link.endpoint("tokens", "SENDER") else []
 
     async def _first_answer(
         self, links: list[PartnerLink], uid: str, location_id: str | None
@@ -118,7 +122,7 @@ class OcpiRemoteAuthorizer:
     ) -> Authorization | _Unknown | None:
         """Ask one partner; its decision, ``_UNKNOWN``, or None when it gave no answer."""
         url = link.endpoint("tokens", "SENDER")
-        assert url is not None  # _links keeps only partners with one
+        assert url is not None  # issuers() keeps only partners with one
         party = (token.country_code, token.party_id) if token is not None else link.party
         try:
             reply = await self.client.request(

@@ -7,6 +7,12 @@ handles a partner's POST or PUT; ``register`` (our POST), ``update`` (our PUT) a
 ``unregister`` (our DELETE) drive the exchange when we are the initiating party. The core
 (``cpms.partners``) stores every step; nothing here writes the database itself.
 
+A registration that completed, either way, is followed by ``push_everything``: the partner
+is queued a whole PUT of every current tariff and every location it may see
+(``cpms.push_queue.queue_full_sync``), so it holds our data from the start. After an update
+(a credentials PUT, either way) only a module whose RECEIVER endpoint is new or moved is
+pushed again: a token rotation alone loses the partner nothing.
+
 Failures raise ``RegistrationFailed`` carrying the OCPI status that names them: 3001 the
 partner's API cannot be used (unreachable, refuses our token, answers an error or an invalid
 Credentials object), 3002 it does not speak 2.2.1, 3003 it has no credentials endpoint.
@@ -14,8 +20,9 @@ Credentials object), 3002 it does not speak 2.2.1, 3003 it has no credentials en
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +41,7 @@ from cpms.partners import (
     link_of,
     unregister_partner,
 )
+from cpms.push_queue import queue_full_sync, receiver_urls
 from cpms.secrets import TokenVault
 from cpms.unit_of_work import UnitOfWorkFactory
 
@@ -51,10 +59,13 @@ __all__ = [
     "our_credentials",
     "our_roles",
     "parse_credentials",
+    "push_everything",
     "register",
     "unregister",
     "update",
 ]
+
+log = logging.getLogger("ocpi_api.registration")
 
 BUSINESS_NAME = "CPMS"
 """The ``business_details.name`` of our CredentialsRole."""
@@ -274,6 +285,30 @@ async def _their_platform(
     return await discover(client, answer.url, answer.token, auth_base64=platform.auth_base64)
 
 
+# After a registration -------------------------------------------------------------------------
+
+
+async def push_everything(
+    uow: UnitOfWorkFactory, partner_id: int, *, known: Mapping[str, str] | None = None
+) -> None:
+    """Queue a partner that just registered (or updated) everything it may receive.
+
+    ``known``: after an update, its RECEIVER URLs before it (see the module docstring).
+    The registration stands whatever happens here: a failure is logged, not raised (the
+    partner may still pull everything, CHECKLIST 1.12), and what was queued stays queued.
+    """
+    try:
+        queued = await queue_full_sync(uow, partner_id, known=known)
+    except Exception:
+        log.exception("could not queue the full push to partner %d; it may pull", partner_id)
+        return
+    if queued.tariffs or queued.locations:
+        log.info(
+            "partner %d: %d tariff(s) and %d location(s) queued to push whole",
+            partner_id, queued.tariffs, queued.locations,
+        )  # fmt: skip
+
+
 # We initiate ----------------------------------------------------------------------------------
 
 
@@ -314,6 +349,8 @@ async def register(
     except BaseException:
         await abandon_offer(uow(), partner_id, offered)
         raise
+    # The pusher of a node finds these within a second (this may be another process).
+    await push_everything(uow, partner_id)
     return partner_id
 
 
@@ -341,6 +378,7 @@ async def update(
     if partner.state != "REGISTERED" or partner.versions_url is None:
         raise RegistrationStateError(f"partner {partner_id} is not registered")
     link = link_of(partner, vault)
+    known = await receiver_urls(uow(), partner_id)
     platform = await discover(
         client, partner.versions_url, link.token, auth_base64=link.auth_base64
     )
@@ -366,6 +404,7 @@ async def update(
     except BaseException:
         await abandon_offer(uow(), partner_id, offered)
         raise
+    await push_everything(uow, partner_id, known=known)
 
 
 async def unregister(

@@ -21,7 +21,6 @@ from cpms.station_lifecycle import (
     load_station,
     log_station_event,
     record_boot,
-    record_heartbeat,
 )
 from cpms.unit_of_work import UnitOfWork
 from ocpp_gateway.rpc import Call
@@ -78,12 +77,23 @@ class HandlerBase:
         await self._write(write)
 
     async def _authorize(self, context: CallContext, uid: str) -> Authorization:
-        """Decide on a presented token; an eMSP asked in real time learns the location."""
+        """Decide on a presented token; an eMSP asked in real time learns the location.
+
+        Always before the write it is for, never inside it: an eMSP may take seconds to
+        answer, and the group commit's transaction holds every other station's writes (and
+        on SQLite the write lock). The database is read first, then the connection goes back
+        to the pool before anyone is asked.
+        """
         async with self.services.uow() as uow:
             station = await load_station(uow, context.station_id)
-            return await self.services.authorizer.authorize(
+            pending = await self.services.authorizer.prepare(
                 uow, uid, location_id=station.location_id
             )
+        return await pending.decide()
+
+    async def _authorize_if(self, context: CallContext, uid: str | None) -> Authorization | None:
+        """``_authorize`` for a message that may name no token."""
+        return await self._authorize(context, uid) if uid is not None else None
 
     async def _boot(self, context: CallContext, report: BootReport) -> Payload:
         """Record a boot; answer it (the same three fields in 1.6 and 2.0.1)."""
@@ -106,10 +116,13 @@ class HandlerBase:
         }
 
     async def heartbeat(self, context: CallContext, call: Call) -> Payload:
-        """Heartbeat, the same in every version: note the station is alive, tell it our time."""
-        now = await self._write(
-            partial(
-                record_heartbeat, station_id=context.station_id, received_at=context.received_at
-            )
-        )
-        return {"currentTime": format_timestamp(now)}
+        """Heartbeat, the same in every version: note the station is alive, tell it our time.
+
+        No write waits for it: ``cpms.liveness`` writes every station's latest moment in bulk.
+        """
+        self._seen(context)
+        return {"currentTime": format_timestamp(context.received_at)}
+
+    def _seen(self, context: CallContext) -> None:
+        """Note that the station was heard from (its ``last_seen_at``, written in bulk)."""
+        self.services.liveness.seen(context.station_id, context.received_at)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from cpms.authorization import Authorizer
 from cpms.group_commit import GroupCommitter
+from cpms.liveness import Liveness
 from cpms.unit_of_work import UnitOfWorkFactory
 
 __all__ = ["StationServices"]
@@ -21,3 +22,5 @@ class StationServices:
     authorizer: Authorizer
     heartbeat_interval: int
     """Seconds, given to stations in the BootNotification answer."""
+    liveness: Liveness
+    """When each station was last heard from; written in bulk, not per message."""

@@ -49,4 +49,5 @@ async def register_directly(runtime: Runtime, peer: EmspPeer, *, name: str = "pe
         )
         uow.session.add(partner)
         await uow.commit()
-        return partner.id
+    runtime.pusher.wake()  # as a registration does: the pusher sleeps while nobody listens
+    return partner.id

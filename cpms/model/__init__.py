@@ -8,6 +8,7 @@ is UTC and SI-normalised (Wh, W, A); money is ``Decimal``.
 from cpms.model.base import Base, utcnow
 from cpms.model.cdr import Cdr
 from cpms.model.device_model import DeviceMonitor, DeviceVariable
+from cpms.model.hub_client import HubClient
 from cpms.model.location import Connector, Evse, Location
 from cpms.model.ocpi import OcpiCommand, OcpiPush
 from cpms.model.outbox import AdminToken, OutboxEntry
@@ -32,6 +33,7 @@ __all__ = [
     "DeviceMonitor",
     "DeviceVariable",
     "Evse",
+    "HubClient",
     "Location",
     "MeterSample",
     "OcpiCommand",

@@ -13,6 +13,7 @@ from ocpi_api.modules import (
     chargingprofiles,
     commands,
     credentials,
+    hubclientinfo,
     locations,
     sessions,
     tariffs,
@@ -30,4 +31,5 @@ MODULES: tuple[ModuleType, ...] = (
     tokens,
     commands,
     chargingprofiles,
+    hubclientinfo,
 )

@@ -8,10 +8,18 @@
   POSTed later.
 
 Each answers at once with a ChargingProfileResponse (ACCEPTED, REJECTED, UNKNOWN_SESSION,
-NOT_SUPPORTED) decided by ``cpms.remote_control``; the station (a TxProfile on the session's
-transaction, ClearChargingProfile, GetCompositeSchedule in OCPP 1.6) is asked in the
-background, exactly as for commands (CHECKLIST 8). Not done: TOO_OFTEN rate limiting, and
-the ActiveChargingProfile PUT to the eMSP's SENDER interface when limits change.
+NOT_SUPPORTED, TOO_OFTEN) decided by ``cpms.remote_control``; the station (a TxProfile on
+the session's transaction, ClearChargingProfile, GetCompositeSchedule in OCPP 1.6) is asked
+in the background, exactly as for commands (CHECKLIST 8).
+
+TOO_OFTEN: a partner's requests for one session reach the station at most once every
+``cpms.remote_control.PROFILE_REQUEST_INTERVAL`` seconds; one sooner is answered TOO_OFTEN
+(OCPI status 1000, ``timeout`` the seconds still to wait) and nothing is sent. The memory
+is the application's ``RequestPacer`` (``commands.PACER``): in memory, per node, entries
+forgotten after the interval. When a set or a clear is accepted, the session's new
+ActiveChargingProfile is PUT to the SENDER interface of the partners that have set a limit
+on it (``cpms.remote_control``). Not done: a change the operator makes to a station's
+limits outside OCPI is not pushed (we learn of none).
 """
 
 from __future__ import annotations
@@ -29,12 +37,14 @@ from cpms.remote_control import (
     ClearProfileRequest,
     RemoteRequest,
     Reply,
+    RequestPacer,
     SetProfileRequest,
 )
 from cpms.station_port import ChargingLimit, LimitPeriod
 from ocpi_api.auth import CALLER
 from ocpi_api.envelope import OcpiStatus, ocpi_response
 from ocpi_api.modules.commands import (
+    PACER,
     ci_string,
     install_background,
     remote_control,
@@ -163,7 +173,9 @@ async def put_profile(request: web.Request) -> web.Response:
         session_id=session_id,
         limit=charging_limit(body.get("charging_profile")),
     )
-    return await _handle(request, parsed, {"session_id": session_id, **body})
+    # The session of the URL wins over any "session_id" in the body: the push of active
+    # profiles trusts the stored one (cpms.remote_control).
+    return await _handle(request, parsed, {**body, "session_id": session_id})
 
 
 async def delete_profile(request: web.Request) -> web.Response:
@@ -177,6 +189,8 @@ async def delete_profile(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     """Add this module's routes to the /ocpi/2.2.1 application."""
     install_background(app)
+    if PACER not in app:
+        app[PACER] = RequestPacer()
     path = "/2.2.1/chargingprofiles/{session_id}"
     add_route(app, "GET", path, get_active_profile)
     add_route(app, "PUT", path, put_profile)

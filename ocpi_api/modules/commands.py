@@ -11,7 +11,7 @@ fields we do not know are ignored (CHECKLIST 1.12). Background tasks are kept in
 the application, so they are not garbage collected, and cancelled on cleanup; a command
 whose task was cancelled stays PENDING until ``expire_commands`` answers it TIMEOUT.
 Helpers the chargingprofiles module shares live here too (``remote_control``,
-``run_in_background``, the field readers).
+``run_in_background``, the field readers, the ``PACER`` of its TOO_OFTEN rule).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from cpms.remote_control import (
     RemoteControl,
     RemoteRequest,
     Reply,
+    RequestPacer,
     ReserveNowRequest,
     StartSessionRequest,
     StopSessionRequest,
@@ -45,6 +46,7 @@ from ocpi_api.transport import OcpiError, add_route, read_json
 __all__ = [
     "BACKGROUND",
     "ENDPOINTS",
+    "PACER",
     "add_routes",
     "ci_string",
     "display",
@@ -61,6 +63,9 @@ ENDPOINTS: list[tuple[str, str, str]] = [("commands", "RECEIVER", "commands")]
 
 BACKGROUND = web.AppKey("remote_control_tasks", set[asyncio.Task[Any]])
 """Station calls of accepted commands still running; cancelled on cleanup."""
+PACER = web.AppKey("charging_profile_pacer", RequestPacer)
+"""When each (partner, session) last had a charging-profile request served (TOO_OFTEN):
+this node's memory, kept across requests by the application (``chargingprofiles``)."""
 
 _TOKEN_TYPES = ("AD_HOC_USER", "APP_USER", "OTHER", "RFID")
 
@@ -208,6 +213,7 @@ def remote_control(request: web.Request) -> RemoteControl:
         result_timeout=settings.ocpi_command_timeout,
         station_timeout=settings.command_timeout,
         queued=context.wake_pusher,
+        pacer=request.config_dict.get(PACER),
     )
 
 

@@ -8,6 +8,10 @@
   answer it; token A dies. Nothing is stored unless all of that succeeded.
 - ``PUT`` (registered only, else 405): the same again; the new token replaces the old one at
   once.
+- After a POST, the new partner is queued a whole PUT of every current tariff and every
+  location it may see, and the pusher is woken (``ocpi_api.registration.push_everything``);
+  after a PUT, only the modules whose RECEIVER endpoint is new or moved (a token rotation
+  alone loses the partner nothing).
 - ``DELETE`` (registered only, else 405): UNREGISTERED, every token forgotten.
 
 No PATCH: the router answers 405 in the envelope. A body that is not JSON gets HTTP 400, a
@@ -24,6 +28,7 @@ from cpms.partners import (
     check_registration,
     unregister_partner,
 )
+from cpms.push_queue import receiver_urls
 
 # ``ocpi_api.versions`` imports this module: take the module, use its names when serving.
 from ocpi_api import versions
@@ -36,6 +41,7 @@ from ocpi_api.registration import (
     our_credentials,
     our_roles,
     parse_credentials,
+    push_everything,
 )
 from ocpi_api.transport import OcpiError, add_route, read_json
 
@@ -80,6 +86,8 @@ async def _store(request: web.Request, *, registered: bool) -> web.Response:
         platform = await discover(context.ocpi_client, theirs.url, theirs.token)
     except RegistrationFailed as error:
         raise OcpiError(error.status_code, error.message) from None
+    # A PUT pushes again only what moved: the receiver URLs before it are the reference.
+    known = await receiver_urls(context.uow(), caller.partner_id) if registered else None
     try:
         issued = await accept_credentials(
             context.uow(),
@@ -93,6 +101,12 @@ async def _store(request: web.Request, *, registered: bool) -> web.Response:
         )
     except RegistrationStateError as error:  # a racing request won
         raise _refused(error) from None
+    # Queued before we answer, in short transactions (10,000 locations: 20 of them, under
+    # a second in all), rather than by a task a shutdown could cut short: what is queued is
+    # durable. Pushes may overtake our answer: the partner stored the token it gave us
+    # before it sent it (CHECKLIST 1.3 step 3), so they are valid.
+    await push_everything(context.uow, caller.partner_id, known=known)
+    context.wake_pusher()
     return _answer(request, issued)
 
 

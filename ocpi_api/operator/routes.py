@@ -16,9 +16,11 @@ from cpms.commands import send_command
 from cpms.device_model import list_monitors, list_variables, monitor_view, variable_view
 from cpms.documents import format_datetime, parse_datetime
 from cpms.errors import DocumentError, InvalidRequest, NotFound
+from cpms.hub_clients import hub_client_view, list_client_infos
 from cpms.locations import EvseWiring
 from cpms.model import OcpiPush, utcnow
 from cpms.partners import partner_summary
+from cpms.secrets import TokenVault
 from cpms.sessions import (
     SessionFilter,
     close_by_operator,
@@ -41,8 +43,12 @@ from cpms.views import (
     tariff_view,
     token_view,
 )
+from ocpi_api.client import OcpiClient
 from ocpi_api.context import CONTEXT, HttpContext
-from ocpi_api.operator.middleware import errors_middleware, operator_auth_middleware
+from ocpi_api.hub_client_pull import pull_hub_clients
+from ocpi_api.operator.middleware import error_json, errors_middleware, operator_auth_middleware
+from ocpi_api.pull import PullFailed
+from ocpi_api.token_pull import pull_tokens
 
 __all__ = ["MAX_COMMAND_TIMEOUT", "create_operator_app", "routes"]
 
@@ -779,6 +785,60 @@ async def retry_ocpi_pushes(request: web.Request) -> web.Response:
     )
     context.wake_pusher()
     return web.json_response({"retried": count})
+
+
+# Pulling partners' lists, and what hubs said of their clients ------------------------------
+
+
+def _pull_tools(request: web.Request) -> tuple[TokenVault, OcpiClient]:
+    context = _context(request)
+    if context.vault is None or context.ocpi_client is None:
+        raise web.HTTPServiceUnavailable(
+            text=json.dumps(
+                {"error": {"code": "unavailable", "message": "no OCPI client runs here"}}
+            ),
+            content_type="application/json",
+        )
+    return context.vault, context.ocpi_client
+
+
+async def _pull(request: web.Request, pull: Any) -> web.Response:
+    """Run ``pull`` (tokens or hub clients) for the partner of the URL; answer its report."""
+    body = await _optional_object(request)
+    _only(body, {"since"})
+    since = body.get("since")
+    if since is not None:
+        try:
+            since = parse_datetime(since, "since")
+        except DocumentError as error:
+            raise InvalidRequest(str(error)) from None
+    vault, client = _pull_tools(request)
+    try:
+        report = await pull(_context(request).uow, vault, client, _partner_id(request), since=since)
+    except PullFailed as error:
+        return error_json(502, "pull_failed", str(error))
+    return web.json_response(report.view())
+
+
+@routes.post("/ocpi/partners/{partner_id}/pull-tokens")
+async def pull_ocpi_tokens(request: web.Request) -> web.Response:
+    """Pull an eMSP's token list, every page, and store each token as a pushed one."""
+    return await _pull(request, pull_tokens)
+
+
+@routes.post("/ocpi/partners/{partner_id}/pull-clients")
+async def pull_ocpi_hub_clients(request: web.Request) -> web.Response:
+    """Pull a hub's ClientInfo list, every page, and store each as the hub's PUT would."""
+    return await _pull(request, pull_hub_clients)
+
+
+@routes.get("/ocpi/hub-clients")
+async def list_ocpi_hub_clients(request: web.Request) -> web.Response:
+    """What hubs said of their clients: role and connection status per hub and party."""
+    offset, limit = _paging(request)
+    page, names = await list_client_infos(_context(request).uow(), offset=offset, limit=limit)
+    items = [hub_client_view(client, names.get(client.partner_id)) for client in page.items]
+    return web.json_response(page_view(page, items))
 
 
 def create_operator_app() -> web.Application:

@@ -97,6 +97,7 @@ class _Handlers(HandlerBase):
             error_code=None if error_code == "NoError" else error_code,
             details={"ocpp_status": p["status"], **details},
         )
+        self._seen(context)
         await self._write(partial(record_status, station_id=context.station_id, report=report))
         return {}
 
@@ -129,12 +130,14 @@ class _Handlers(HandlerBase):
             station_time=station_time(context, p["timestamp"], "timestamp"),
             reservation_id=p.get("reservationId"),
         )
+        authorization = await self._authorize(context, p["idTag"])
         outcome = await self._write(
             partial(
                 start_transaction,
                 station_id=context.station_id,
                 request=request,
-                authorizer=self.services.authorizer,
+                authorization=authorization,
+                operator=self.services.authorizer.operator,
             )
         )
         if outcome.replayed:
@@ -143,10 +146,9 @@ class _Handlers(HandlerBase):
                 context.station_id,
                 outcome.transaction_id,
             )
-        assert outcome.authorization is not None  # a 1.6 start always names its idTag
         return {
             "transactionId": int(outcome.transaction_id),
-            "idTagInfo": id_tag_info(outcome.authorization),
+            "idTagInfo": id_tag_info(authorization),
         }
 
     async def stop_transaction(self, context: CallContext, call: Call) -> Payload:
@@ -165,12 +167,14 @@ class _Handlers(HandlerBase):
                 station=context.station_id,
             ),
         )
+        # An empty idTag names nobody (some firmware sends "" rather than leaving it out).
+        authorization = await self._authorize_if(context, request.uid or None)
         outcome = await self._write(
             partial(
                 stop_transaction,
                 station_id=context.station_id,
                 request=request,
-                authorizer=self.services.authorizer,
+                authorization=authorization,
             )
         )
         if not outcome.known:
@@ -179,9 +183,9 @@ class _Handlers(HandlerBase):
                 context.station_id,
                 request.transaction_id,
             )
-        if outcome.authorization is None:
+        if authorization is None:
             return {}
-        return {"idTagInfo": id_tag_info(outcome.authorization)}
+        return {"idTagInfo": id_tag_info(authorization)}
 
     async def data_transfer(self, context: CallContext, call: Call) -> Payload:
         p = call.payload

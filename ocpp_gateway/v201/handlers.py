@@ -126,6 +126,7 @@ class _Handlers(HandlerBase):
             station_time=station_time(context, p["timestamp"], "timestamp"),
             details={"ocpp_status": p["connectorStatus"], "connector": p["connectorId"]},
         )
+        self._seen(context)
         await self._write(partial(record_status, station_id=context.station_id, report=report))
         return {}
 
@@ -176,12 +177,14 @@ class _Handlers(HandlerBase):
                 station=context.station_id,
             ),
         )
+        authorization = await self._authorize_if(context, report.uid)
         outcome = await self._write(
             partial(
                 record_transaction_event,
                 station_id=context.station_id,
                 report=report,
-                authorizer=self.services.authorizer,
+                authorization=authorization,
+                operator=self.services.authorizer.operator,
             )
         )
         if outcome.replayed:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from charging_support import start_decided, stop_decided
 
 from cpms.authorization import Authorizer, Operator
 from cpms.charging import (
@@ -33,8 +34,6 @@ from cpms.charging import (
     StartRequest,
     StopRequest,
     record_meter_values,
-    start_transaction,
-    stop_transaction,
 )
 from cpms.cli import main
 from cpms.database import create_engine, prepare_schema
@@ -135,7 +134,7 @@ async def _charge(database_url: str, examples_dir: Path) -> Charged:
 
     async def start(evse: int, at: datetime, wh: int) -> tuple[str, str]:
         request = StartRequest(evse, TAG, Decimal(wh), received_at=at, station_time=at)
-        outcome = await run(lambda u: start_transaction(u, "CP1", request, authorizer=authorizer))
+        outcome = await run(lambda u: start_decided(u, "CP1", request, authorizer))
         return outcome.session_id, outcome.transaction_id
 
     async def meter(transaction_id: str, evse: int, at: datetime, wh: int) -> None:
@@ -145,7 +144,7 @@ async def _charge(database_url: str, examples_dir: Path) -> Charged:
 
     async def stop(transaction_id: str, at: datetime, wh: int) -> None:
         request = StopRequest(transaction_id, at, Decimal(wh), at)
-        await run(lambda u: stop_transaction(u, "CP1", request, authorizer=authorizer))
+        await run(lambda u: stop_decided(u, "CP1", request, authorizer))
 
     try:
         location = json.loads((examples_dir / "location_example.json").read_text("utf-8"))

@@ -33,6 +33,7 @@ from ocpi_peer import EmspPeer
 from ocpi_support import cpo_url, register_directly
 from raw_station import STEP, RawStation
 
+from cpms import remote_control
 from cpms.admission import AdmissionPolicy
 from cpms.documents.datetimes import format_datetime
 from cpms.model import OcpiCommand, OcpiPush, Reservation, Session, utcnow
@@ -540,8 +541,10 @@ async def call_profiles(
 
 
 async def test_charging_profile_put_get_delete_round_trip_to_the_station(
-    open_node: Node, tnm: Emsp
+    open_node: Node, tnm: Emsp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Three requests in a row: no TOO_OFTEN here (test_ocpi_charging_profile_push.py).
+    monkeypatch.setattr(remote_control, "PROFILE_REQUEST_INTERVAL", 0.0)
     async with wired_station(open_node) as wired:
         session = await started_session(open_node, tnm, wired)
         transaction_id = int(session.transaction_id or "")
@@ -634,9 +637,10 @@ async def test_charging_profile_put_get_delete_round_trip_to_the_station(
 
 
 async def test_active_profile_without_limits_is_the_evses_full_power(
-    open_node: Node, tnm: Emsp
+    open_node: Node, tnm: Emsp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """OCPI 8: with no limit active, the profile reflects the EVSE's maximum capacity."""
+    monkeypatch.setattr(remote_control, "PROFILE_REQUEST_INTERVAL", 0.0)  # two GETs in a row
     async with wired_station(open_node) as wired:
         session = await started_session(open_node, tnm, wired)
         url, refused_url = tnm.peer.callback_url(), tnm.peer.callback_url()

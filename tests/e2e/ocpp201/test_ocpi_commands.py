@@ -23,12 +23,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from e2e.ocpp16.node import Node, NodeStarter, iso, parse_iso
 from ocpi_models import check
 from ocpi_peer import EmspPeer
 from ocpi_support import cpo_url, register_directly
 from raw_station import STEP, RawStation
 
+from cpms import remote_control
 from cpms.admission import AdmissionPolicy
 from cpms.documents.datetimes import format_datetime
 from cpms.model import Reservation, Session, utcnow
@@ -177,8 +179,10 @@ async def transaction_started(node: Node, station: RawStation, sent: dict[str, A
 
 
 async def test_ocpi_requests_reach_a_2_0_1_station_and_its_answers_become_the_results(
-    start_node: NodeStarter,
+    start_node: NodeStarter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The profile PUT, GET and DELETE come one after another: no TOO_OFTEN here.
+    monkeypatch.setattr(remote_control, "PROFILE_REQUEST_INTERVAL", 0.0)
     node = await start_node(station_admission=AdmissionPolicy.OPEN, command_timeout=COMMAND_TIMEOUT)
     async with (
         EmspPeer(country_code="DE", party_id="TNM", name="TNM") as peer,

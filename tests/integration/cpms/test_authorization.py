@@ -13,6 +13,7 @@ not, and tokens of an eMSP's START_SESSION / RESERVE_NOW command allowed without
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -21,7 +22,7 @@ import pytest
 from cpms.authorization import Authorization, AuthorizationStatus, Authorizer, Operator
 from cpms.model import OcpiCommand, OcpiPartner, Token, utcnow
 from cpms.tokens import create_token
-from cpms.unit_of_work import UnitOfWorkFactory
+from cpms.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 OPERATOR = Operator("NL", "CPM")
 
@@ -76,9 +77,13 @@ class Issuer:
         self.answer = answer
         self.asked: list[tuple[str, Token | None, str | None]] = []
 
-    async def authorize(
-        self, uid: str, token: Token | None, *, location_id: str | None
+    async def issuers(self, uow: UnitOfWork, token: Token | None) -> list[object]:
+        return [self]
+
+    async def ask(
+        self, issuers: Sequence[object], uid: str, token: Token | None, *, location_id: str | None
     ) -> Authorization | None:
+        assert issuers == [self]
         self.asked.append((uid, token, location_id))
         if self.answer is None:
             return None

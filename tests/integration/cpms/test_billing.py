@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 import pytest
+from charging_support import start_decided, stop_decided
 from sqlalchemy import func, null, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -37,8 +38,6 @@ from cpms.charging import (
     StopOutcome,
     StopRequest,
     record_meter_values,
-    start_transaction,
-    stop_transaction,
 )
 from cpms.database import create_engine
 from cpms.documents import format_datetime
@@ -150,7 +149,7 @@ async def _start(
         evse_number=evse, uid=uid, meter_start_wh=Decimal(meter), received_at=at, station_time=at
     )
     authorizer = Authorizer(OPERATOR)
-    return await _in_uow(uow, lambda u: start_transaction(u, "CP1", request, authorizer=authorizer))
+    return await _in_uow(uow, lambda u: start_decided(u, "CP1", request, authorizer))
 
 
 def _energy(value: str, **extra: Any) -> Sample:
@@ -191,7 +190,7 @@ async def _stop(
         meter_values=meter_values,
     )
     authorizer = Authorizer(OPERATOR)
-    return await _in_uow(uow, lambda u: stop_transaction(u, "CP1", request, authorizer=authorizer))
+    return await _in_uow(uow, lambda u: stop_decided(u, "CP1", request, authorizer))
 
 
 async def _session(uow: UnitOfWorkFactory, session_id: str) -> Session:

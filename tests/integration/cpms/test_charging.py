@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
+from charging_support import start_decided, stop_decided
 from sqlalchemy import func, select
 
 from cpms import stations
@@ -32,8 +33,6 @@ from cpms.charging import (
     StopOutcome,
     StopRequest,
     record_meter_values,
-    start_transaction,
-    stop_transaction,
 )
 from cpms.group_commit import GroupCommitter
 from cpms.locations import DefaultLocation, assign_tariffs
@@ -99,18 +98,14 @@ async def _start(
     authorizer: Authorizer | None = None,
 ) -> StartOutcome:
     authorizer = authorizer or Authorizer(OPERATOR)
-    return await _in_uow(
-        uow, lambda u: start_transaction(u, station_id, request, authorizer=authorizer)
-    )
+    return await _in_uow(uow, lambda u: start_decided(u, station_id, request, authorizer))
 
 
 async def _stop(
     uow: UnitOfWorkFactory, request: StopRequest, *, station_id: str = "CP1"
 ) -> StopOutcome:
     authorizer = Authorizer(OPERATOR)
-    return await _in_uow(
-        uow, lambda u: stop_transaction(u, station_id, request, authorizer=authorizer)
-    )
+    return await _in_uow(uow, lambda u: stop_decided(u, station_id, request, authorizer))
 
 
 def _energy(value: str, *, phase: str | None = None, **extra: Any) -> Sample:
@@ -193,7 +188,7 @@ async def test_concurrent_starts_through_the_group_committer_get_distinct_ids(
 
         def work(station_id: str, evse: int) -> Callable[[UnitOfWork], Awaitable[StartOutcome]]:
             request = _start_request(evse, at=T0 + timedelta(seconds=evse))
-            return lambda u: start_transaction(u, station_id, request, authorizer=authorizer)
+            return lambda u: start_decided(u, station_id, request, authorizer)
 
         outcomes = await asyncio.gather(
             *(
@@ -288,8 +283,11 @@ async def test_a_blocked_token_opens_an_invalid_session(uow: UnitOfWorkFactory) 
 class _Issuer:
     """An eMSP answering real-time authorization: allows everything with a reference."""
 
-    async def authorize(
-        self, uid: str, token: Token | None, *, location_id: str | None
+    async def issuers(self, uow: UnitOfWork, token: Token | None) -> list[object]:
+        return [self]
+
+    async def ask(
+        self, issuers: Sequence[object], uid: str, token: Token | None, *, location_id: str | None
     ) -> Authorization | None:
         cdr_token = {"country_code": "DE", "party_id": "MSP", "uid": uid, "type": "APP_USER"}
         return Authorization(

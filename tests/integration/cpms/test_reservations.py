@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from charging_support import start_decided, stop_decided
 from sqlalchemy import select
 
 from cpms import stations
@@ -26,8 +27,6 @@ from cpms.charging import (
     StartRequest,
     StopRequest,
     record_meter_values,
-    start_transaction,
-    stop_transaction,
 )
 from cpms.documents.schema import find_problems
 from cpms.locations import DefaultLocation, assign_tariffs
@@ -135,7 +134,7 @@ async def test_charging_on_a_reservation_activates_its_session_and_bills_the_res
         reservation_id=reserved.reservation_id,
     )
     async with uow() as unit:
-        outcome = await start_transaction(unit, "CP1", request, authorizer=authorizer)
+        outcome = await start_decided(unit, "CP1", request, authorizer)
         await unit.commit()
     assert outcome.session_id == reserved.id
     async with uow() as unit:
@@ -150,7 +149,7 @@ async def test_charging_on_a_reservation_activates_its_session_and_bills_the_res
         await unit.commit()
     async with uow() as unit:
         stop = StopRequest(outcome.transaction_id, end, Decimal(15000), end)
-        await stop_transaction(unit, "CP1", stop, authorizer=authorizer)
+        await stop_decided(unit, "CP1", stop, authorizer)
         await unit.commit()
     cdr = await _cdr(uow)
     document = cdr.document

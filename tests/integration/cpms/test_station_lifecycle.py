@@ -23,6 +23,7 @@ from cpms import stations
 from cpms.admission import AdmissionPolicy, Verdict
 from cpms.errors import NotFound
 from cpms.group_commit import GroupCommitter
+from cpms.liveness import Liveness, LivenessWriter
 from cpms.locations import DefaultLocation, add_evse, retire_evse
 from cpms.model import ChargingStation, Evse, Location, OutboxEntry, StationEvent, utcnow
 from cpms.station_lifecycle import (
@@ -34,7 +35,6 @@ from cpms.station_lifecycle import (
     list_station_events,
     log_station_event,
     record_boot,
-    record_heartbeat,
     record_offline,
     record_status,
 )
@@ -224,12 +224,45 @@ async def test_over_long_boot_values_are_clipped_to_their_columns(uow: UnitOfWor
     assert station.meter_serial_number == "N" * 25
 
 
-async def test_a_heartbeat_notes_the_station_is_alive(uow: UnitOfWorkFactory) -> None:
+async def test_liveness_writes_each_stations_latest_moment_in_one_go(
+    uow: UnitOfWorkFactory,
+) -> None:
     await _station(uow)
-    at = utcnow() + timedelta(seconds=30)
-    answer = await _in_uow(uow, lambda u: record_heartbeat(u, "CP1", at))
-    assert answer == at
-    assert (await _get(uow, ChargingStation, "CP1")).last_seen_at == at
+    await _station(uow, "CP2")
+    booted = utcnow()
+    await _boot(uow, REPORT, at=booted)  # CP1 last seen at its boot
+    liveness = Liveness()
+    later = booted + timedelta(seconds=30)
+    liveness.seen("CP1", later)
+    liveness.seen("CP1", later - timedelta(seconds=10))  # out of order: the latest stays
+    liveness.seen("CP2", later)
+    liveness.seen("GONE", later)  # a station deleted meanwhile: nothing to write, no error
+    assert liveness.last_seen("CP1") == later
+    committer = GroupCommitter(uow)
+    await committer.start()
+    try:
+        writer = LivenessWriter(liveness, committer)
+        assert await writer.flush() == 3
+        assert await writer.flush() == 0
+        assert (await _get(uow, ChargingStation, "CP1")).last_seen_at == later
+        assert (await _get(uow, ChargingStation, "CP2")).last_seen_at == later
+        # A moment older than what a boot wrote since never moves it back.
+        liveness.seen("CP1", booted - timedelta(minutes=5))
+        await writer.stop()
+        assert len(liveness) == 0
+    finally:
+        await committer.stop()
+    assert (await _get(uow, ChargingStation, "CP1")).last_seen_at == later
+
+
+async def test_liveness_keeps_what_a_failed_write_did_not_store(uow: UnitOfWorkFactory) -> None:
+    liveness = Liveness()
+    at = utcnow()
+    liveness.seen("CP1", at)
+    committer = GroupCommitter(uow)  # never started: run() refuses the work
+    with pytest.raises(RuntimeError):
+        await LivenessWriter(liveness, committer).flush()
+    assert liveness.last_seen("CP1") == at
 
 
 # Status
@@ -245,7 +278,6 @@ async def test_a_status_report_maps_onto_the_evse_and_touches_up_to_the_location
     assert evse.status == "AVAILABLE"
     assert evse.last_updated == first
     assert (await _get(uow, Location, DEFAULT.id)).last_updated == first
-    assert (await _get(uow, ChargingStation, "CP1")).last_seen_at == first
 
     second = first + timedelta(minutes=1)
     await _status(uow, 1, "CHARGING", second)

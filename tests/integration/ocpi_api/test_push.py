@@ -6,7 +6,7 @@ the core's own services (``cpms.locations``, ``cpms.tariffs``) and by a raw OCPP
 station (status, sessions, CDRs); what arrives at the peer is compared with what we serve
 on our own OCPI GETs, and the peer checks every body against ocpi-types (``problems``).
 Covered: a location PUT, field PATCH, EVSE status PATCH, connector PATCH; a PATCH for an
-object the partner lacks turned into a PUT; unpublishing; tariff PUT and DELETE; a session
+object the partner lacks turned into a GET and a PUT; unpublishing; tariff PUT and DELETE; a session
 PUT on start, PATCHes with running cost and appended closed periods, a final PUT; the CDR
 POST with its Location header kept; a partner down during changes (backlog in the operator
 API, everything delivered coalesced when it is back); a restart with pushes pending; a
@@ -287,6 +287,7 @@ async def test_a_patch_for_a_location_the_partner_lacks_becomes_a_put(
 
     assert [(r.method, r.path) for r in emsp_peer.requests] == [
         ("PATCH", "/2.2.1/locations/BE/BEC/LOC1/3256"),  # answered 404 / 2003
+        ("GET", "/2.2.1/locations/BE/BEC/LOC1/3256"),  # absent (CHECKLIST 1.5)
         ("PUT", "/2.2.1/locations/BE/BEC/LOC1"),
     ]
     assert emsp_peer.locations["LOC1"] == await served(node, emsp_peer, "locations/LOC1")

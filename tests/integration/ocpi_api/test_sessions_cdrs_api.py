@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import pytest
+from charging_support import start_decided, stop_decided
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
@@ -35,8 +36,6 @@ from cpms.charging import (
     StartRequest,
     StopRequest,
     record_meter_values,
-    start_transaction,
-    stop_transaction,
 )
 from cpms.config import Settings
 from cpms.errors import Conflict
@@ -199,7 +198,7 @@ class Site:
             station_time=at,
         )
         outcome = await self.run(
-            lambda u: start_transaction(u, station, request, authorizer=self.runtime.authorizer)
+            lambda u: start_decided(u, station, request, self.runtime.authorizer)
         )
         return outcome.session_id, outcome.transaction_id
 
@@ -214,9 +213,7 @@ class Site:
         self, transaction_id: str, at: datetime, meter_wh: int, *, station: str = "CP1"
     ) -> None:
         request = StopRequest(transaction_id, at, Decimal(meter_wh), at)
-        await self.run(
-            lambda u: stop_transaction(u, station, request, authorizer=self.runtime.authorizer)
-        )
+        await self.run(lambda u: stop_decided(u, station, request, self.runtime.authorizer))
 
 
 async def _report_evse(site: Site, station: str, number: int) -> None:

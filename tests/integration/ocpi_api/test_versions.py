@@ -83,7 +83,19 @@ async def test_version_details_name_the_version_and_echo_the_request_ids(
         assert response.headers["X-Request-ID"] == "req-1"
         assert response.headers["X-Correlation-ID"] == "corr-1"
     assert body["data"]["version"] == "2.2.1"
-    assert isinstance(body["data"]["endpoints"], list)
+    base = runtime.base_url() + "/ocpi/2.2.1"
+    # CHECKLIST 0: what a CPO advertises, each module once, at /ocpi/2.2.1/<module>.
+    assert sorted((e["identifier"], e["role"], e["url"]) for e in body["data"]["endpoints"]) == [
+        ("cdrs", "SENDER", f"{base}/cdrs"),
+        ("chargingprofiles", "RECEIVER", f"{base}/chargingprofiles"),
+        ("commands", "RECEIVER", f"{base}/commands"),
+        ("credentials", "SENDER", f"{base}/credentials"),
+        ("hubclientinfo", "RECEIVER", f"{base}/hubclientinfo"),
+        ("locations", "SENDER", f"{base}/locations"),
+        ("sessions", "SENDER", f"{base}/sessions"),
+        ("tariffs", "SENDER", f"{base}/tariffs"),
+        ("tokens", "RECEIVER", f"{base}/tokens"),
+    ]
 
 
 async def test_an_unregistered_partner_token_no_longer_works(
