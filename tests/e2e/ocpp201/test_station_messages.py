@@ -114,7 +114,7 @@ async def test_heartbeat_answers_the_time_and_marks_the_station_seen(open_node: 
         answer = await station.result("Heartbeat", {})
     assert_valid_answer("Heartbeat", answer)
     # last_seen_at is written in bulk every few seconds (cpms.liveness); write it now.
-    assert await open_node.runtime.liveness_writer.flush() == 1
+    await open_node.runtime.liveness_writer.flush()
     seen = (await open_node.station("H201-1")).last_seen_at
     assert booted.last_seen_at is not None
     assert seen is not None
