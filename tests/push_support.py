@@ -15,7 +15,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from ocpi_peer import EmspPeer, Recorded
-from ocpi_support import cpo_url, register_directly
+from ocpi_support import cpo_url
 from raw_station import RawStation
 from sqlalchemy import func, select
 
@@ -37,7 +37,6 @@ __all__ = [
     "meter",
     "peer_token",
     "pushes",
-    "register_now",
     "requests_to",
     "served",
     "settled",
@@ -66,13 +65,6 @@ def location_document(number: int, *, publish: bool = True) -> dict[str, Any]:
         evse["uid"] = f"{evse['uid']}-{number}"
         evse["evse_id"] = f"{evse['evse_id']}{number}"
     return document
-
-
-async def register_now(runtime: Runtime, peer: EmspPeer, *, name: str = "peer") -> int:
-    """Register ``peer`` directly and wake the pusher, as a real registration does."""
-    partner_id = await register_directly(runtime, peer, name=name)
-    runtime.pusher.wake()
-    return partner_id
 
 
 async def settled(runtime: Runtime) -> None:

@@ -18,13 +18,12 @@ from typing import Any
 
 import pytest
 from ocpi_peer import EmspPeer
-from ocpi_support import cpo_url
+from ocpi_support import cpo_url, register_directly
 from push_support import (
     comparable,
     example,
     location_document,
     pushes,
-    register_now,
     served,
     settled,
 )
@@ -209,7 +208,7 @@ async def test_the_full_sync_walks_in_short_transactions(
     await our_data(node)
     await locations.import_locations(node.uow(), [location_document(n) for n in range(6, 10)])
     await settled(node)
-    partner_id = await register_now(node, emsp_peer)  # written directly: no sync of its own
+    partner_id = await register_directly(node, emsp_peer)  # written directly: no sync of its own
 
     queued = await queue_full_sync(node.uow, partner_id, batch=3)
     node.pusher.wake()

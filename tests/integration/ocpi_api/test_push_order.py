@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import pytest
 from ocpi_peer import EmspPeer
+from ocpi_support import register_directly
 from push_support import (
     CARD,
     example,
@@ -21,7 +22,6 @@ from push_support import (
     iso,
     meter,
     peer_token,
-    register_now,
     settled,
     station_on_3256,
     yesterday,
@@ -150,7 +150,7 @@ async def node(settings: Settings) -> AsyncIterator[Runtime]:
 async def test_a_peer_that_was_down_gets_locations_before_sessions_and_ends_before_cdrs(
     node: Runtime, emsp_peer: EmspPeer
 ) -> None:
-    partner_id = await register_now(node, emsp_peer)
+    partner_id = await register_directly(node, emsp_peer)
     await peer_token(node, emsp_peer, partner_id)
     emsp_peer.down = True
     # The oldest push (the probe once the peer is back) is a tariff's; after it everything

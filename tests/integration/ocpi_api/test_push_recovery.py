@@ -24,6 +24,7 @@ import pytest
 from aiohttp import web
 from ocpi_models import check
 from ocpi_peer import EmspPeer, Recorded
+from ocpi_support import register_directly
 from push_support import (
     CARD,
     WAIT,
@@ -33,7 +34,6 @@ from push_support import (
     meter,
     peer_token,
     pushes,
-    register_now,
     requests_to,
     served,
     settled,
@@ -94,7 +94,7 @@ def test_a_get_answer_says_present_absent_or_ask_later(reply: OcpiReply, holds: 
 async def test_a_session_patch_the_peer_refuses_is_followed_by_a_get_and_a_put(
     node: Runtime, emsp_peer: EmspPeer
 ) -> None:
-    partner_id = await register_now(node, emsp_peer)
+    partner_id = await register_directly(node, emsp_peer)
     await import_loc1(node)
     await station_on_3256(node)
     await peer_token(node, emsp_peer, partner_id)
@@ -129,7 +129,7 @@ async def test_a_session_patch_the_peer_refuses_is_followed_by_a_get_and_a_put(
 async def test_an_evse_the_peer_lacks_under_a_location_it_holds_is_put_whole(
     node: Runtime, emsp_peer: EmspPeer
 ) -> None:
-    await register_now(node, emsp_peer)
+    await register_directly(node, emsp_peer)
     await import_loc1(node)
     await station_on_3256(node)
     await settled(node)
@@ -181,7 +181,7 @@ async def test_a_get_that_fails_is_a_transient_failure_and_all_goes_later(
     await import_loc1(node)  # before the partner exists: it never gets LOC1
     await settled(node)
     async with GettingPeer(get_down=True) as peer:
-        await register_now(node, peer)
+        await register_directly(node, peer)
         await locations.change_location(node.uow(), "LOC1", {"name": "Renamed"})
 
         async def tried_twice() -> bool:
@@ -217,7 +217,7 @@ async def test_a_put_refused_after_the_get_is_failed_and_not_retried(node: Runti
     await import_loc1(node)
     await settled(node)
     async with GettingPeer(refuse_put=True) as peer:
-        await register_now(node, peer)
+        await register_directly(node, peer)
         await locations.change_location(node.uow(), "LOC1", {"name": "Renamed"})
         await settled(node)
         (push,) = await pushes(node, "location:LOC1")
