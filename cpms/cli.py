@@ -1,11 +1,11 @@
 """The ``cpms`` command: run the server, and manage what it serves.
 
 ``cpms serve`` runs a node (see ``cpms.runtime``). The management verbs (``locations``,
-``evses``, ``connectors``, ``stations``, ``tariffs``, ``tokens``, ``sessions``, ``cdrs``,
-``db``) work directly on the database named by ``--database-url`` / ``CPMS_DATABASE_URL``
-through the same core services as the operator API, so they work before the first start,
-while a server runs, and against the shared PostgreSQL of several nodes. Changes reach
-running servers through the database.
+``evses``, ``connectors``, ``stations``, ``tariffs``, ``tokens``, ``sessions``,
+``reservations``, ``cdrs``, ``db``) work directly on the database named by
+``--database-url`` / ``CPMS_DATABASE_URL`` through the same core services as the operator
+API, so they work before the first start, while a server runs, and against the shared
+PostgreSQL of several nodes. Changes reach running servers through the database.
 
 The one exception is ``cpms stations command``: a station's websocket lives in the running
 server, so that verb asks the server, over its operator API (``POST
@@ -48,6 +48,7 @@ from cpms.locations import EvseWiring
 from cpms.model import Cdr, OcpiPartner, utcnow
 from cpms.partners import invite_partner, list_partners, partner_summary
 from cpms.pricing.money import minor_unit
+from cpms.reservations import list_reservations, reservation_view
 from cpms.secrets import TokenVault
 from cpms.sessions import (
     SESSION_STATUSES,
@@ -453,6 +454,15 @@ async def _sessions_close(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Sett
         view = session_view(session, session.charging_periods)
         await unit.commit()
     return view
+
+
+async def _reservations_list(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
+    now = utcnow()
+    async with uow() as unit:
+        page = await list_reservations(
+            unit, station_id=a.station, active=a.active, now=now, offset=a.offset, limit=a.limit
+        )
+    return page_view(page, [reservation_view(x, now) for x in page.items])
 
 
 async def _cdrs_list(a: argparse.Namespace, uow: UnitOfWorkFactory, s: Settings) -> Any:
@@ -1236,6 +1246,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("session_id")
     p.add_argument("--note", help="why it is closed (kept in the station's log)")
 
+    resv = commands.add_parser("reservations", help="reservations of EVSEs").add_subparsers(
+        dest="verb", metavar="VERB", required=True
+    )
+    p = _sub(
+        resv,
+        "list",
+        _reservations_list,
+        "list reservations, oldest first: id (the CancelReservation reservationId), status, "
+        "station, EVSE, token uid, expiry, who made it",
+    )
+    p.add_argument("--station", help="only reservations at this station")
+    p.add_argument(
+        "--active",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="only those still holding their EVSE (--no-active: only the others)",
+    )
+    _paging(p)
+
     cdrs = commands.add_parser("cdrs", help="charge detail records (OCPI CDRs)").add_subparsers(
         dest="verb", metavar="VERB", required=True
     )
@@ -1303,6 +1332,14 @@ def _print(result: Any, as_json: bool) -> None:
                 print(
                     f"{item['id']}\t{item['status']}\t{item['station_id']}\t"
                     f"{item['start_date_time']}\t{item['kwh']:g} kWh"
+                )
+                continue
+            if "from_emsp" in item:  # a reservation
+                made_by = f"eMSP {item['partner_id']}" if item["from_emsp"] else "operator"
+                print(
+                    f"{item['id']}\t{item['status']}\t{item['station_id']}\t"
+                    f"{item['evse_uid'] or '-'}\t{item['token'].get('uid', '-')}\t"
+                    f"{item['expiry_date']}\t{made_by}"
                 )
                 continue
             if "cdr_location" in item:  # a CDR

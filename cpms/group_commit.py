@@ -11,36 +11,52 @@ own transaction, so one bad message costs only its own caller an error::
 
     committer = GroupCommitter(uow_factory)
     await committer.start()
-    result = await committer.run(lambda uow: record_status(uow, "CS1", report))
+    result = await committer.run(lambda uow: record_boot(uow, "CS1", report))
+
+The commonest writes can go further: ``run_grouped(group_work, item)`` queues an item for a
+``GroupWork``, which takes the items of consecutive callers in one call and writes them with
+a few statements for the lot (``cpms.station_lifecycle.record_statuses``: one SELECT and one
+executemany UPDATE for a hundred status reports). Consecutive only: a group never jumps over
+another work, so every change still lands in the order it was queued.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from cpms.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
-__all__ = ["GroupCommitter", "Work"]
+__all__ = ["GroupCommitter", "GroupWork", "Work"]
 
 log = logging.getLogger("cpms.group_commit")
 
 T = TypeVar("T")
+ItemT = TypeVar("ItemT")
 Work = Callable[[UnitOfWork], Awaitable[T]]
 """Changes to make inside an entered unit of work; must not commit (the committer does)."""
+GroupWork = Callable[[UnitOfWork, Sequence[ItemT]], Awaitable[Sequence[T]]]
+"""Changes for many items at once, one result per item in their order; must not commit."""
 
 DEFAULT_MAX_BATCH = 500
 """Enough to absorb a reconnect storm's burst in a few transactions, small enough to stay short."""
 
 
 class _Item:
-    __slots__ = ("future", "work")
+    __slots__ = ("future", "group", "work")
 
-    def __init__(self, work: Work[Any], future: asyncio.Future[Any]) -> None:
+    def __init__(
+        self,
+        work: Work[Any],
+        future: asyncio.Future[Any],
+        group: tuple[GroupWork[Any, Any], Any] | None = None,
+    ) -> None:
         self.work = work
         self.future = future
+        self.group = group
+        """``(group_work, item)`` when queued by ``run_grouped``."""
 
 
 _STOP = object()
@@ -85,10 +101,27 @@ class GroupCommitter:
 
     async def run(self, work: Work[T]) -> T:
         """Queue ``work`` and return its result once its transaction has committed."""
+        return await self._queue_item(work)
+
+    async def run_grouped(self, group_work: GroupWork[ItemT, T], item: ItemT) -> T:
+        """Queue ``item`` for ``group_work``; return its result once committed.
+
+        Items queued one after another for the same ``group_work`` are written by one call
+        of it. Alone (a retry after a failed batch) an item is a group of one.
+        """
+
+        async def alone(uow: UnitOfWork) -> T:
+            return (await group_work(uow, (item,)))[0]
+
+        return await self._queue_item(alone, (group_work, item))
+
+    async def _queue_item(
+        self, work: Work[T], group: tuple[GroupWork[Any, Any], Any] | None = None
+    ) -> T:
         if self._task is None or self._stopping:
             raise RuntimeError("GroupCommitter is not running")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Item(work, future))
+        self._queue.put_nowait(_Item(work, future, group))
         return await future
 
     async def _write_forever(self) -> None:
@@ -128,7 +161,25 @@ class GroupCommitter:
 
     async def _run_together(self, items: list[_Item]) -> list[Any]:
         async with self._uow() as uow:
-            results = [await item.work(uow) for item in items]
+            results: list[Any] = []
+            start = 0
+            while start < len(items):
+                group = items[start].group
+                if group is None:
+                    results.append(await items[start].work(uow))
+                    start += 1
+                    continue
+                end = start + 1
+                while end < len(items) and (following := items[end].group) is not None:
+                    if following[0] is not group[0]:
+                        break
+                    end += 1
+                arguments = [item.group[1] for item in items[start:end] if item.group]
+                written = await group[0](uow, arguments)
+                if len(written) != len(arguments):
+                    raise RuntimeError(f"{group[0]!r} returned {len(written)} results")
+                results.extend(written)
+                start = end
             await uow.commit()
         return results
 

@@ -6,6 +6,12 @@ checks one ClientInfo, ``put_client_info`` stores it for the hub that sent it, a
 never replacing a newer one. ``connection_status`` answers what the pusher needs to know
 before sending to a party through a hub: CONNECTED (send), OFFLINE (do not send, do not
 queue), PLANNED (not reachable yet), SUSPENDED (gone for good), or None when no hub said.
+The pusher holds what it would send to a party that is not CONNECTED
+(``cpms.push_queue.on_hold``); a ClientInfo that says CONNECTED releases those pushes in the
+same transaction (``cpms.push_queue.release_held``).
+
+The eMSP parties a hub reported are the parties it may tell us of tokens for
+(``cpms.partners``: ``Caller.owns``, ``PartnerLink.owns``).
 
 Knows no HTTP; the OCPI adapter serves and pulls. Spec: OCPI 2.2.1 module HubClientInfo.
 """
@@ -24,6 +30,7 @@ from cpms.documents.datetimes import format_datetime, parse_datetime
 from cpms.errors import Conflict, DocumentError, InvalidRequest, NotFound
 from cpms.model import HubClient, OcpiPartner, utcnow
 from cpms.pages import Page, fetch_page
+from cpms.push_queue import release_held
 from cpms.unit_of_work import UnitOfWork
 
 __all__ = [
@@ -162,6 +169,15 @@ async def put_client_info(
                 setattr(client, name, value)
             client.received_at = utcnow()
             outcome = Stored.UPDATED
+        if client.status == "CONNECTED":
+            # What waited for the party while it was not connected may go now.
+            await release_held(
+                uow,
+                partner_id,
+                country_code=client.country_code,
+                party_id=client.party_id,
+                now=utcnow(),
+            )
         try:
             await uow.commit()
         except IntegrityError:

@@ -24,6 +24,13 @@ INVITED -> REGISTERED -> UNREGISTERED:
 
 Every step is one guarded ``UPDATE`` (state and token in the ``WHERE``), so two racing
 requests cannot both succeed and nothing is written half.
+
+Whose tokens a partner may tell us of (``owns``): its own parties (the roles of its
+credentials) and, for a hub, the eMSP parties it reported as its clients through
+HubClientInfo (``cpms.hub_clients``), whatever their connection status: a hub's
+credentials name only the hub (CHECKLIST 1.3), its clients' tokens reach us through it.
+A party the hub never reported stays refused. ``identify_caller``, ``partner_link`` and
+``partner_links`` load those clients (one query, for hubs only).
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from sqlalchemy.engine import CursorResult
 
 from cpms.documents import format_datetime
 from cpms.errors import Conflict, NotFound
-from cpms.model import OcpiPartner, utcnow
+from cpms.model import HubClient, OcpiPartner, utcnow
 from cpms.passwords import hash_token, new_token
 from cpms.secrets import TokenVault
 from cpms.unit_of_work import UnitOfWork
@@ -86,12 +93,44 @@ class Caller:
     token_kind: TokenKind
     roles: tuple[tuple[str, str, str], ...] = ()
     """The partner's (role, country_code, party_id) triples, upper-cased."""
+    clients: tuple[tuple[str, str], ...] = ()
+    """A hub's eMSP clients (country_code, party_id), upper-cased; empty for others."""
 
     def owns(self, country_code: str, party_id: str) -> bool:
-        """Whether ``country_code``/``party_id`` is one of the partner's own parties."""
-        return any(
-            cc == country_code.upper() and pid == party_id.upper() for _, cc, pid in self.roles
-        )
+        """Whether the partner may speak for ``country_code``/``party_id`` (module docstring)."""
+        return _owns(self.roles, self.clients, country_code, party_id)
+
+
+def _owns(
+    roles: tuple[tuple[str, str, str], ...],
+    clients: tuple[tuple[str, str], ...],
+    country_code: str,
+    party_id: str,
+) -> bool:
+    party = (country_code.upper(), party_id.upper())
+    return party in clients or any((cc, pid) == party for _, cc, pid in roles)
+
+
+def _is_hub(partner: OcpiPartner) -> bool:
+    return any(role == "HUB" for role, _, _ in _roles(partner))
+
+
+async def _clients_of(
+    uow: UnitOfWork, partners: Sequence[OcpiPartner]
+) -> dict[int, tuple[tuple[str, str], ...]]:
+    """The eMSP clients each hub among ``partners`` reported (``uow`` entered)."""
+    hubs = [partner.id for partner in partners if _is_hub(partner)]
+    if not hubs:
+        return {}  # no query for partners that are not hubs: the common case
+    rows = await uow.session.execute(
+        select(HubClient.partner_id, HubClient.country_code, HubClient.party_id)
+        .where(HubClient.partner_id.in_(hubs), HubClient.role == "EMSP")
+        .order_by(HubClient.id)
+    )
+    found: dict[int, list[tuple[str, str]]] = {}
+    for partner_id, country_code, party_id in rows:
+        found.setdefault(partner_id, []).append((country_code.upper(), party_id.upper()))
+    return {partner_id: tuple(parties) for partner_id, parties in found.items()}
 
 
 def _roles(partner: OcpiPartner) -> tuple[tuple[str, str, str], ...]:
@@ -115,13 +154,20 @@ async def identify_caller(uow: UnitOfWork, token: str) -> Caller | None:
                 OcpiPartner.state != "UNREGISTERED",
             )
         )
-    if partner is None:
-        return None
-    # Only a REGISTERED partner's issued token opens the functional modules: the token we
-    # offer during our own POST (INVITED row) serves versions and credentials only.
-    issued = partner.state == "REGISTERED" and partner.incoming_token_hash == digest
+        if partner is None:
+            return None
+        # Only a REGISTERED partner's issued token opens the functional modules: the token
+        # we offer during our own POST (INVITED row) serves versions and credentials only.
+        issued = partner.state == "REGISTERED" and partner.incoming_token_hash == digest
+        clients = (await _clients_of(uow, [partner])).get(partner.id, ()) if issued else ()
     kind = TokenKind.ISSUED if issued else TokenKind.REGISTRATION
-    return Caller(partner_id=partner.id, name=partner.name, token_kind=kind, roles=_roles(partner))
+    return Caller(
+        partner_id=partner.id,
+        name=partner.name,
+        token_kind=kind,
+        roles=_roles(partner),
+        clients=clients,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +183,9 @@ class PartnerLink:
     endpoints: dict[str, dict[str, str]] = field(default_factory=dict)
     """``{module identifier: {role: url}}`` from the partner's version details."""
     roles: tuple[tuple[str, str, str], ...] = ()
+    clients: tuple[tuple[str, str], ...] = ()
+    """A hub's eMSP clients (country_code, party_id), upper-cased; empty for others (and
+    in a link made by ``link_of`` alone: ``partner_link``/``partner_links`` fill it)."""
 
     def endpoint(self, module: str, role: str) -> str | None:
         """The partner's URL of ``module`` in ``role`` (e.g. ``sessions``, ``RECEIVER``)."""
@@ -147,14 +196,19 @@ class PartnerLink:
         """The partner's first (country_code, party_id), for ``OCPI-to-*`` headers."""
         return (self.roles[0][1], self.roles[0][2]) if self.roles else None
 
+    @property
+    def hub(self) -> bool:
+        """Whether the partner is a roaming hub (a role HUB in its credentials)."""
+        return any(role == "HUB" for role, _, _ in self.roles)
+
     def owns(self, country_code: str, party_id: str) -> bool:
-        """Whether ``country_code``/``party_id`` is one of the partner's own parties."""
-        return any(
-            cc == country_code.upper() and pid == party_id.upper() for _, cc, pid in self.roles
-        )
+        """Whether the partner may speak for ``country_code``/``party_id`` (module docstring)."""
+        return _owns(self.roles, self.clients, country_code, party_id)
 
 
-def link_of(partner: OcpiPartner, vault: TokenVault) -> PartnerLink:
+def link_of(
+    partner: OcpiPartner, vault: TokenVault, clients: tuple[tuple[str, str], ...] = ()
+) -> PartnerLink:
     """Return the link of a registered partner row."""
     if partner.outgoing_token is None:
         raise NotFound("registered partner", partner.id)
@@ -166,6 +220,7 @@ def link_of(partner: OcpiPartner, vault: TokenVault) -> PartnerLink:
         version=partner.version,
         endpoints=dict(partner.endpoints or {}),
         roles=_roles(partner),
+        clients=clients,
     )
 
 
@@ -174,7 +229,8 @@ async def partner_link(uow: UnitOfWork, vault: TokenVault, partner_id: int) -> P
     partner = await uow.session.get(OcpiPartner, partner_id)
     if partner is None or partner.state != "REGISTERED":
         raise NotFound("registered partner", partner_id)
-    return link_of(partner, vault)
+    clients = await _clients_of(uow, [partner])
+    return link_of(partner, vault, clients.get(partner.id, ()))
 
 
 async def partner_links(
@@ -189,7 +245,9 @@ async def partner_links(
     query = select(OcpiPartner).where(OcpiPartner.state == "REGISTERED").order_by(OcpiPartner.id)
     if only is not None:
         query = query.where(OcpiPartner.id.in_(list(only)))
-    links = [link_of(partner, vault) for partner in await uow.session.scalars(query)]
+    partners = list(await uow.session.scalars(query))
+    clients = await _clients_of(uow, partners)
+    links = [link_of(partner, vault, clients.get(partner.id, ())) for partner in partners]
     if module is not None:
         links = [
             link

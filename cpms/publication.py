@@ -38,7 +38,7 @@ from cpms.events import SessionUpdated
 from cpms.model import Cdr, Connector, Evse, Location, Session, Tariff, Token
 from cpms.pages import Page, fetch_page
 from cpms.pricing import TariffPlan, select_tariff
-from cpms.session_pricing import connector_tariffs
+from cpms.session_pricing import connector_tariffs, switch_tariff
 from cpms.tokens import PROFILE_TYPES
 from cpms.unit_of_work import UnitOfWork
 
@@ -391,9 +391,9 @@ async def set_charging_preferences(
     ``PROFILE_TYPE_NOT_SUPPORTED`` when the session's connector has no tariff of type
     ``PROFILE_<profile_type>`` in force, ``NOT_POSSIBLE`` when the session is not ACTIVE or
     PENDING (or has no EVSE), else ``ACCEPTED``: the preferences are stored on the session,
-    whose ``last_updated`` moves to ``now``, and ``SessionUpdated`` is recorded.
-
-    The preference is kept, not yet applied to the running session's pricing.
+    whose ``last_updated`` moves to ``now``, and ``SessionUpdated`` is recorded. When the
+    ``profile_type`` calls for another tariff than the one in force, the session is billed
+    with that tariff from ``now`` on (``session_pricing.switch_tariff``).
     """
     query = select(Session).where(Session.partner_id == partner_id)
     session: Session | None = await _by_id(uow, query, Session.id, session_id)
@@ -415,6 +415,7 @@ async def set_charging_preferences(
     if evse is None or session.status not in _OPEN_STATUSES:
         return "NOT_POSSIBLE"
     session.charging_preferences = preferences
+    await switch_tariff(uow, session, connector, preferences["profile_type"], now)
     if now > session.last_updated:
         session.last_updated = now
     uow.record(SessionUpdated(occurred_at=now, session_id=session.id, status=session.status))

@@ -40,6 +40,15 @@ object, so no other pusher sends them meanwhile), and settles what it gathered:
 ``queue_callback`` queues a request to a URL a partner gave us (a command's
 ``response_url``), delivered with the same retries as every push. The operator's view:
 ``backlog``, ``list_pushes``, ``make_available``.
+
+**On hold.** A push addressed through a hub to a party the hub reports OFFLINE, SUSPENDED
+or PLANNED (``ocpi_api.push`` decides) is put ``on_hold``: still pending, no attempt
+counted, not FAILED, not DROPPED, due again only after ``HOLD_RECHECK`` seconds, its
+``last_error`` saying why (``held_reason``: the operator sees it in the push list). When the
+hub reports the party CONNECTED again, ``release_held`` (called by
+``cpms.hub_clients.put_client_info`` in the same transaction) makes those pushes due at
+once. The recheck catches the one race: a CONNECTED stored between the pusher's look at the
+status and its hold.
 """
 
 from __future__ import annotations
@@ -63,6 +72,7 @@ __all__ = [
     "DROPPED",
     "FAILED",
     "FAN_OUT_BATCH",
+    "HOLD_RECHECK",
     "LEASE",
     "PUSH_STATES",
     "SENT",
@@ -76,13 +86,16 @@ __all__ = [
     "claim",
     "due_heads",
     "fan_out",
+    "held_reason",
     "list_pushes",
     "make_available",
     "next_due",
+    "on_hold",
     "queue_callback",
     "queue_full_sync",
     "receiver_urls",
     "release",
+    "release_held",
     "retry_later",
     "sent_response",
     "settle",
@@ -108,6 +121,9 @@ SWEEP_BATCH = 2000
 """Outbox rows marked processed per statement when no partner is registered."""
 SYNC_BATCH = 500
 """Objects queued per transaction by ``queue_full_sync`` (10,000 locations: 20 short ones)."""
+HOLD_RECHECK = 60.0
+"""Seconds a held push waits before the pusher looks at its party's status again (a
+CONNECTED releases it at once; this only bounds a race, see the module docstring)."""
 
 _LOCATION_KINDS = {
     "location.changed": "location",
@@ -611,6 +627,63 @@ async def retry_later(
             attempts = max(attempts, row.attempts)
         await uow.commit()
     return attempts
+
+
+def _held_prefix(country_code: str, party_id: str) -> str:
+    return f"on hold for {country_code.upper()}*{party_id.upper()}: "
+
+
+def held_reason(country_code: str, party_id: str, status: str) -> str:
+    """The ``last_error`` of a push held for a party its hub reports ``status``."""
+    return (
+        f"{_held_prefix(country_code, party_id)}the hub reports the party {status} "
+        "(HubClientInfo); sent once it reports it CONNECTED"
+    )
+
+
+async def on_hold(
+    uow: UnitOfWork,
+    ids: Sequence[int],
+    *,
+    country_code: str,
+    party_id: str,
+    status: str,
+    available_at: datetime,
+) -> None:
+    """Hold the pushes ``ids`` for a party its hub does not connect: no attempt counted.
+
+    They stay pending; ``release_held`` (the party CONNECTED again) or ``available_at``
+    (a recheck) makes them due.
+    """
+    async with uow:
+        await uow.session.execute(
+            update(OcpiPush)
+            .where(OcpiPush.id.in_(list(ids)), _pending())
+            .values(
+                available_at=available_at,
+                last_error=held_reason(country_code, party_id, status),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        await uow.commit()
+
+
+async def release_held(
+    uow: UnitOfWork, partner_id: int, *, country_code: str, party_id: str, now: datetime
+) -> int:
+    """Make the hub's pushes held for the party due now; count them (``uow`` entered)."""
+    released = await uow.session.execute(
+        update(OcpiPush)
+        .where(
+            OcpiPush.partner_id == partner_id,
+            _pending(),
+            # CiStrings may hold "%" or "_": escaped, so only this party's holds match.
+            OcpiPush.last_error.startswith(_held_prefix(country_code, party_id), autoescape=True),
+        )
+        .values(available_at=now, last_error=None)
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(released)
 
 
 async def release(uow: UnitOfWork, ids: Sequence[int], *, now: datetime) -> None:

@@ -43,8 +43,10 @@ The rules (CHECKLIST 7 and 8):
   partner that has set a limit on the session successfully at least once (an accepted
   SET_CHARGING_PROFILE ``OcpiCommand``; never to anyone else, CHECKLIST 8.2): the limit set,
   counted from now, or after a clear the EVSE's full power for ``ACTIVE_PROFILE_HORIZON``
-  seconds. It goes through the push queue (``queue_callback``), so it is retried while the
-  partner is down; a session that ends needs no push.
+  seconds (when its connectors give no power, a profile without periods: no limit known,
+  rather than ``max_power_w``'s 1 MW plausibility ceiling; so too for a GET answered with
+  the EVSE's capacity). It goes through the push queue (``queue_callback``), so it is
+  retried while the partner is down; a session that ends needs no push.
 - A reservation ended on the CPO side (the operator cancelled it, the station removed it)
   is told to the eMSP as CANCELED_RESERVATION on the ReserveNow's ``response_url``
   (``cpms.reservations``); its own CANCEL_RESERVATION and an expiry are not.
@@ -464,6 +466,14 @@ def active_profile(
         "start_date_time": format_datetime(calculated),
         "charging_profile": profile_to_ocpi(shifted),
     }
+
+
+def _power_known(evse: Evse) -> bool:
+    """Whether ``max_power_w`` reads ``evse``'s power from its connector, not its fallback."""
+    if not evse.connectors:
+        return False
+    connector = evse.connectors[0]  # the one max_power_w reads
+    return bool(connector.max_electric_power or (connector.max_voltage and connector.max_amperage))
 
 
 async def _profile_setters(uow: UnitOfWork, session: Session) -> list[OcpiPartner]:
@@ -1131,8 +1141,13 @@ class RemoteControl:
             .where(Evse.station_id == station_id, Evse.ocpp_evse_id == evse_number)
             .options(selectinload(Evse.connectors))
         )
-        if evse is None or not evse.connectors:
+        if evse is None:
             return None
+        if not _power_known(evse):
+            # ``max_power_w`` falls back to a 1 MW plausibility ceiling here: no capacity to
+            # tell anyone. A profile without periods says "no limit we know of", so the
+            # partner still learns its limit is gone, and nobody is promised 1 MW.
+            return ChargingLimit("W", (), duration=duration)
         return ChargingLimit("W", (LimitPeriod(0, max_power_w(evse)),), duration=duration)
 
     # Telling the partners who set limits (CHECKLIST 8.2)

@@ -28,14 +28,17 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from cpms.charging import finish_billing
+from cpms.documents import format_datetime
 from cpms.errors import Conflict, NotFound
 from cpms.events import SessionEnded, SessionStarted
 from cpms.model import ChargingStation, Evse, Location, OcpiCommand, Reservation, Session
+from cpms.pages import Page, fetch_page
 from cpms.push_queue import queue_callback
 from cpms.session_pricing import (
     DEFAULT_CURRENCY,
@@ -51,8 +54,10 @@ __all__ = [
     "end_reported_reservation",
     "end_reservation",
     "expire_reservations",
+    "list_reservations",
     "live_reservation",
     "open_reservation_session",
+    "reservation_view",
     "tell_cancelled",
 ]
 
@@ -83,6 +88,56 @@ async def live_reservation(
     if location_id is not None:
         query = query.where(Reservation.location_id == location_id)
     return await uow.session.scalar(query)
+
+
+async def list_reservations(
+    uow: UnitOfWork,
+    *,
+    station_id: str | None = None,
+    active: bool | None = None,
+    now: datetime,
+    offset: int = 0,
+    limit: int | None = None,
+) -> Page[Reservation]:
+    """Reservations oldest first (by id, so pages stay put), one page.
+
+    ``active=True`` keeps those that still hold an EVSE: live (``LIVE``) and not yet past
+    their expiry at ``now`` (the sweep ending them runs only every so often);
+    ``active=False`` keeps the others.
+    """
+    query = select(Reservation).order_by(Reservation.id)
+    if station_id is not None:
+        query = query.where(Reservation.station_id == station_id)
+    holding = Reservation.status.in_(LIVE) & (Reservation.expiry_date >= now)
+    if active is True:
+        query = query.where(holding)
+    elif active is False:
+        query = query.where(~holding)
+    return await fetch_page(uow.session, query, offset=offset, limit=limit)
+
+
+_TOKEN_FIELDS = ("country_code", "party_id", "uid", "type", "contract_id")
+"""What identifies a reservation's token; the rest of the eMSP's Token is not ours to show."""
+
+
+def reservation_view(reservation: Reservation, now: datetime) -> dict[str, Any]:
+    """Return a reservation as the operator sees it; ``id`` is what CancelReservation takes."""
+    token = reservation.token
+    return {
+        "id": reservation.id,
+        "station_id": reservation.station_id,
+        "location_id": reservation.location_id,
+        "evse_uid": reservation.evse_uid,
+        "connector_id": reservation.connector_id,
+        "token": {name: token[name] for name in _TOKEN_FIELDS if name in token},
+        "expiry_date": format_datetime(reservation.expiry_date),
+        "status": reservation.status,
+        "active": reservation.status in LIVE and reservation.expiry_date >= now,
+        "from_emsp": reservation.partner_id is not None,
+        "partner_id": reservation.partner_id,
+        "emsp_reservation_id": reservation.external_id,
+        "created_at": format_datetime(reservation.created_at),
+    }
 
 
 async def expire_reservations(uow: UnitOfWork, *, now: datetime) -> int:

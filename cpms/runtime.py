@@ -267,6 +267,10 @@ class Runtime:
             )
             await self.committer.start()
             await self.liveness_writer.start()
+            # Before accepting work: a command left PENDING by a crash, whose deadline passed
+            # while we were down, is answered TIMEOUT now, not at the first periodic sweep
+            # (up to a minute later). The pusher, started below, delivers the results.
+            await self._expire_overdue()
             await self.gateway.start()
             app = create_app(
                 HttpContext(

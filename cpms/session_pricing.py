@@ -6,6 +6,14 @@ the Location's time zone and the connector's voltage. From then on it is priced 
 those and its billing timeline (``BilledReading``), so a tariff or address edited mid-session
 changes nothing, and the running cost and the final cost come from the same code
 (``bill_session``): the running cost is the bill up to the newest reading.
+
+One thing may change the tariff of a running session: the driver's charging preference
+(OCPI ChargingPreferences ``profile_type``) accepted mid-session, when it calls for another
+tariff type (``PROFILE_CHEAP``/``FAST``/``GREEN``, or ``REGULAR`` back) than the one in
+force. ``switch_tariff`` then seals that tariff's document beside the first in ``tariffs``
+and records the switch (``tariff_switches``): the session is billed with the old tariff up
+to that moment and with the new one from it (``cpms.pricing.TariffSwitch``), its charging
+periods carry the ``tariff_id`` of each, and its CDR lists both tariffs.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from cpms.documents import format_datetime, tariff_to_ocpi
+from cpms.documents import format_datetime, parse_datetime, tariff_to_ocpi
 from cpms.model import (
     BilledReading,
     ChargingPeriod,
@@ -36,6 +44,7 @@ from cpms.pricing import (
     Period,
     ReservationSpan,
     TariffPlan,
+    TariffSwitch,
     Usage,
     price,
     select_tariff,
@@ -48,6 +57,7 @@ __all__ = [
     "bill_session",
     "cdr_location_of",
     "connector_tariffs",
+    "current_plan",
     "period_dimensions",
     "periods_to_ocpi",
     "plan_of",
@@ -56,6 +66,8 @@ __all__ = [
     "seal_session",
     "shorten",
     "store_periods",
+    "switch_tariff",
+    "tariff_switches_of",
 ]
 
 log = logging.getLogger("cpms.pricing")
@@ -134,6 +146,7 @@ async def seal_session(
     plan = select_tariff(plans, session.start_date_time, ad_hoc=ad_hoc, profile=profile)
     session.tariff_id = plan.id if plan is not None else None
     session.tariffs = [documents[plan.id]] if plan is not None else []
+    session.tariff_switches = None
     session.currency = (
         plan.currency if plan is not None else tariffs[0].currency if tariffs else DEFAULT_CURRENCY
     )
@@ -143,12 +156,69 @@ async def seal_session(
     return plan
 
 
-def plan_of(session: Session) -> TariffPlan | None:
-    """The sealed tariff of ``session``, ready for pricing (``None``: no tariff applies)."""
+def _sealed_plan(session: Session, tariff_id: str | None) -> TariffPlan | None:
     for document in session.tariffs or ():
-        if document.get("id") == session.tariff_id:
+        if document.get("id") == tariff_id:
             return TariffPlan.from_ocpi(document)
     return None
+
+
+def plan_of(session: Session) -> TariffPlan | None:
+    """The tariff ``session`` started with, ready for pricing (``None``: no tariff applies)."""
+    return _sealed_plan(session, session.tariff_id)
+
+
+def tariff_switches_of(session: Session) -> list[TariffSwitch]:
+    """The tariffs ``session`` switched to mid-session, in time order, ready for pricing."""
+    switches = []
+    for switch in session.tariff_switches or ():
+        plan = _sealed_plan(session, switch["tariff_id"])
+        if plan is not None:
+            switches.append(TariffSwitch(parse_datetime(switch["from"], "from"), plan))
+    return switches
+
+
+def current_plan(session: Session) -> TariffPlan | None:
+    """The tariff in force for ``session`` now: the last one switched to, else its first."""
+    switches = tariff_switches_of(session)
+    return switches[-1].plan if switches else plan_of(session)
+
+
+async def switch_tariff(
+    uow: UnitOfWork, session: Session, connector: Connector | None, profile: str, at: datetime
+) -> TariffPlan | None:
+    """Bill ``session`` from ``at`` on with the tariff ``profile`` calls for; return it.
+
+    The tariff is chosen as at session start (``select_tariff``, the connector's tariffs
+    valid at ``at``). Nothing changes (``None``) when it is the tariff already in force,
+    when none applies, when the session started without a tariff (nothing is billed: a
+    preference does not start billing), or when it is in another currency (a CDR has one).
+    A tariff the session had before is billed as it was sealed then. No commit.
+    """
+    current = current_plan(session)
+    if current is None:
+        return None
+    tariffs = await connector_tariffs(uow, connector)
+    documents = {t.id: tariff_to_ocpi(t) for t in tariffs}
+    plans = [TariffPlan.from_ocpi(documents[t.id]) for t in tariffs]
+    chosen = select_tariff(plans, at, profile=profile)
+    if chosen is None or chosen.id == current.id:
+        return None
+    if chosen.currency != current.currency:
+        log.warning(
+            "session %s: preference %s calls for tariff %s in %s, not %s: not switched",
+            session.id, profile, chosen.id, chosen.currency, current.currency,
+        )  # fmt: skip
+        return None
+    sealed = _sealed_plan(session, chosen.id)
+    if sealed is None:
+        session.tariffs = [*(session.tariffs or ()), documents[chosen.id]]
+        sealed = chosen
+    session.tariff_switches = [
+        *(session.tariff_switches or ()),
+        {"from": format_datetime(at), "tariff_id": sealed.id},
+    ]
+    return sealed
 
 
 def record_billed_reading(
@@ -198,7 +268,9 @@ async def _usage(uow: UnitOfWork, session: Session, end: datetime | None) -> Usa
 async def bill_session(uow: UnitOfWork, session: Session) -> Bill:
     """Price ``session``: to its end if it has one, else up to its newest reading."""
     usage = await _usage(uow, session, session.end_date_time)
-    return price(plan_of(session), usage, currency=session.currency)
+    return price(
+        plan_of(session), usage, currency=session.currency, switches=tariff_switches_of(session)
+    )
 
 
 def _volume(value: Decimal) -> float:
@@ -227,12 +299,13 @@ def periods_to_ocpi(bill: Bill) -> list[dict[str, Any]]:
     """The bill's periods as OCPI ChargingPeriods."""
     out = []
     for period in bill.periods:
+        plan = period.tariff or bill.tariff  # each period's own, once a session switched
         document: dict[str, Any] = {
             "start_date_time": format_datetime(period.start),
-            "dimensions": period_dimensions(period, bill.tariff),
+            "dimensions": period_dimensions(period, plan),
         }
-        if bill.tariff is not None and period.active:
-            document["tariff_id"] = bill.tariff.id
+        if plan is not None and period.active:
+            document["tariff_id"] = plan.id
         out.append(document)
     return out
 

@@ -36,6 +36,7 @@ __all__ = [
     "get_partner_token",
     "get_token",
     "list_tokens",
+    "partner_token_keys",
     "patch_partner_token",
     "put_partner_token",
     "retire_token",
@@ -446,3 +447,24 @@ async def patch_partner_token(
         uow.record(_event(token, at=utcnow()))
         await uow.commit()
         return token
+
+
+async def partner_token_keys(
+    uow: UnitOfWork, partner_id: int, *, valid: bool | None = None, before: datetime | None = None
+) -> list[tuple[str, str, str, str]]:
+    """The keys (country code, party id, uid, type) of the tokens a partner pushed or we pulled.
+
+    ``valid`` keeps only valid (or invalid) ones; ``before`` only those whose
+    ``last_updated`` is not later than it. In key order.
+    """
+    query = select(Token.country_code, Token.party_id, Token.uid, Token.type).where(
+        Token.partner_id == partner_id, Token.source == "ocpi"
+    )
+    if valid is not None:
+        query = query.where(Token.valid == valid)
+    if before is not None:
+        query = query.where(Token.last_updated <= before)
+    query = query.order_by(Token.country_code, Token.party_id, Token.uid, Token.type)
+    async with uow:
+        rows = await uow.session.execute(query)
+        return [(cc, pid, uid, type_) for cc, pid, uid, type_ in rows]

@@ -16,7 +16,8 @@ ends its list cannot keep us busy). Whatever the caller did with the pages befor
 ``pull_list`` stores what the pages hold, one object at a time, with a function the caller
 gives, and counts what it did in a ``PullReport``: created, updated, kept (ours is newer),
 skipped (not the partner's to tell), rejected (``Refused``, with the reason; the rest of the
-page is stored all the same).
+page is stored all the same). A pull that does more once the whole list is read says so in
+the report too (the Tokens pull: ``invalidated``).
 
 Generic on purpose: the Tokens pull (``ocpi_api.token_pull``) and the HubClientInfo pull
 (``ocpi_api.hub_client_pull``) both read their lists through it.
@@ -215,6 +216,9 @@ class PullReport:
     """The partner's last ``X-Total-Count``."""
     rejections: list[Rejection] = field(default_factory=list)
     """The first ``REJECTIONS_KEPT`` rejections."""
+    invalidated: int | None = None
+    """Objects we held that the full list left out, now invalidated (the Tokens pull);
+    None where a pull invalidates nothing (an incremental pull, a hub's client list)."""
 
     @property
     def stored(self) -> int:
@@ -228,11 +232,17 @@ class PullReport:
             self.rejections.append(rejection)
 
     def summary(self) -> str:
-        """One line: pages, received, stored, skipped, rejected."""
+        """One line: pages, received, stored, skipped, rejected (and invalidated)."""
         kept = f", {self.kept} older than ours" if self.kept else ""
+        invalidated = (
+            f", {self.invalidated} invalidated (not in the full list)"
+            if self.invalidated is not None
+            else ""
+        )
         return (
             f"{self.pages} page(s), {self.received} received, {self.stored} stored "
             f"({self.created} new){kept}, {self.skipped} skipped, {self.rejected} rejected"
+            f"{invalidated}"
         )
 
     def view(self) -> dict[str, Any]:
@@ -248,6 +258,7 @@ class PullReport:
             "skipped": self.skipped,
             "rejected": self.rejected,
             "total": self.total,
+            "invalidated": self.invalidated,
             "rejections": [rejection.view() for rejection in self.rejections],
         }
 

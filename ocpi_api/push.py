@@ -26,6 +26,23 @@ each answer settles the pushes it carried:
 Order across objects is the queue's (``cpms.push_queue.due_heads``): a partner gets a
 location before a session or CDR there, and a session's end before its CDR.
 
+Addressing and hubs (CHECKLIST 1.10, 9). Every push carries ``OCPI-from-*`` (us) and
+``OCPI-to-*``. A request with a recipient party (``Step.to_party``: a session's or CDR's
+token party, a command result's) is addressed to that party when the partner may speak
+for it (one of its roles, or a client its hub reported) or is a hub (which routes by the
+TO header, "via hub (addressed)"); otherwise, and for locations and tariffs (for everyone:
+to a hub, a broadcast push), it is addressed to the partner's own first party. Through a
+hub, a push addressed to a client the hub reports OFFLINE, SUSPENDED or PLANNED
+(``cpms.hub_clients.connection_status``, that hub's word) is held
+(``cpms.push_queue.on_hold``): not sent, no attempt counted, not FAILED, not DROPPED, the
+partner not paused; everything of that object waits with it (and a CDR waits for its
+session). It goes out once the hub reports the party CONNECTED (its ClientInfo PUT
+releases it and wakes us; our pull of its list releases it, the next round sends it), else
+it is looked at again every ``HOLD_RECHECK`` seconds.
+A party the hub never reported is sent to. The checklist says "OFFLINE: don't send, don't
+queue; they resync by GET"; we keep them instead, so nothing of a session or CDR is lost
+should the party not resync (its GETs still answer everything).
+
 Rounds run when a commit recorded events some partner receives (the pusher subscribes to
 the unit of work, and knows from the last fan-out which modules have receivers), when
 ``wake()`` is called (registration, commands, the operator), when a push becomes due, and
@@ -50,12 +67,14 @@ from datetime import datetime, timedelta
 
 from cpms.errors import NotFound
 from cpms.events import DomainEvent
+from cpms.hub_clients import connection_status
 from cpms.model import OcpiPush, utcnow
 from cpms.partners import PartnerLink, partner_link
 from cpms.push_queue import (
     DROPPED,
     FAILED,
     FAN_OUT_BATCH,
+    HOLD_RECHECK,
     LEASE,
     SENT,
     DueHead,
@@ -64,13 +83,14 @@ from cpms.push_queue import (
     fan_out,
     make_available,
     next_due,
+    on_hold,
     release,
     retry_later,
     settle,
     topic_module,
 )
 from cpms.secrets import TokenVault
-from cpms.unit_of_work import UnitOfWorkFactory
+from cpms.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from ocpi_api.client import OcpiClient, OcpiReply, PartnerUnreachable
 from ocpi_api.push_bodies import Step, Undeliverable, plan, whole
 
@@ -88,6 +108,8 @@ STOP_GRACE = 5.0
 """Seconds ``stop()`` lets requests on their way finish before cancelling them."""
 LEASE_MARGIN = 15.0
 """Seconds a lease outlives the request timeout, for the database work around it."""
+HOLDING_STATUSES = frozenset({"OFFLINE", "SUSPENDED", "PLANNED"})
+"""HubClientInfo ConnectionStatus values that hold a push to the party (CHECKLIST 9)."""
 
 
 class Verdict(enum.Enum):
@@ -139,6 +161,18 @@ def held(reply: OcpiReply) -> bool | None:
     if code >= 3000 or transient or reply.http_status in (401, 403, 408, 429):
         return None
     return False
+
+
+def addressee(link: PartnerLink, step: Step) -> tuple[str, str] | None:
+    """The ``OCPI-to-*`` party of ``step`` to ``link`` (the module docstring's rule)."""
+    party = step.to_party
+    if party is not None and (link.hub or link.owns(*party)):
+        return party
+    return link.party
+
+
+def _own_party(link: PartnerLink, party: tuple[str, str]) -> bool:
+    return any((cc, pid) == party for _, cc, pid in link.roles)
 
 
 def _describe(step: Step, reply: OcpiReply) -> str:
@@ -351,6 +385,18 @@ class Pusher:
                 )
                 await settle(self.uow(), list(by_id), outcome=DROPPED, now=utcnow(), error=reason)
                 return
+            holding = await self._holding(uow, link, steps)
+        if holding is not None:
+            (country_code, party_id), status = holding
+            log.info(
+                "holding %d push(es) of %s for partner %d: the hub reports %s*%s %s",
+                len(pushes), pushes[0].object_key, partner_id, country_code, party_id, status,
+            )  # fmt: skip
+            await on_hold(
+                self.uow(), list(by_id), country_code=country_code, party_id=party_id,
+                status=status, available_at=_later(HOLD_RECHECK),
+            )  # fmt: skip
+            return
         if not steps:  # nothing left to tell (cannot happen: every push is in a request)
             await settle(self.uow(), list(by_id), outcome=DROPPED, now=utcnow(), error="empty")
             return
@@ -372,7 +418,7 @@ class Pusher:
                 # CHECKLIST 1.5: "If a PATCH fails, the client should GET the object from the
                 # receiver; if absent, PUT the full object." The PUT carries everything left.
                 carried = sorted(set(step.covers) | set(remaining))
-                holds, said = await self._holds(link, step.url)
+                holds, said = await self._holds(link, step.url, addressee(link, step))
                 if holds is None:
                     log.warning("partner %d: %s; trying again later", partner_id, said)
                     await self._retry([by_id[i] for i in carried], carried, said)
@@ -406,11 +452,28 @@ class Pusher:
                 self._failed(partner_id)
                 return
 
-    async def _holds(self, link: PartnerLink, url: str) -> tuple[bool | None, str]:
+    @staticmethod
+    async def _holding(
+        uow: UnitOfWork, link: PartnerLink, steps: Sequence[Step]
+    ) -> tuple[tuple[str, str], str] | None:
+        """The hub's client these steps are for and its status, if that holds them."""
+        if not link.hub:
+            return None  # only a hub tells us how its clients are connected
+        for party in {step.to_party for step in steps}:
+            if party is None or _own_party(link, party):
+                continue  # for the hub itself (a broadcast): never held
+            status = await connection_status(uow, *party, partner_id=link.partner_id)
+            if status in HOLDING_STATUSES:
+                return party, status
+        return None
+
+    async def _holds(
+        self, link: PartnerLink, url: str, to_party: tuple[str, str] | None
+    ) -> tuple[bool | None, str]:
         """GET ``url`` of the partner: whether it holds the object (``held``), and its answer."""
         try:
             reply = await self.client.request(
-                "GET", url, token=link.token, base64_encoded=link.auth_base64, to_party=link.party
+                "GET", url, token=link.token, base64_encoded=link.auth_base64, to_party=to_party
             )
         except PartnerUnreachable as error:
             return None, f"GET {url}: {error}"
@@ -428,7 +491,7 @@ class Pusher:
                 token=link.token,
                 base64_encoded=link.auth_base64,
                 body=step.body,
-                to_party=link.party,
+                to_party=addressee(link, step),
             )
         except PartnerUnreachable as error:
             return Verdict.TRANSIENT, None, str(error)

@@ -23,6 +23,13 @@ the database as it is *now* (never from the events' old values), following CHECK
 - callbacks: the stored body to the stored URL with the stored method (``POST`` unless
   said), one per push, in order.
 
+Each request names its recipient party (``Step.to_party``) where the object has one: a
+session's and a CDR's is the party of its token (``cdr_token``), a command's result the
+party of the command's token (or of the session it stopped). Locations and tariffs have
+none: they are for everyone the partner serves (to a hub, a broadcast push). The pusher
+addresses the request with it (``OCPI-to-*``) and, through a hub, holds it while the hub
+reports that party not connected (``ocpi_api.push``).
+
 A partial request (``Step.whole`` false) answered "unknown object" (HTTP 404, OCPI 2003 or
 2004) is followed by a GET of the same URL and then ``whole``: the PUT of the whole object,
 carrying every push gathered (CHECKLIST 1.5; ``ocpi_api.push`` decides). A full push of a
@@ -48,7 +55,17 @@ from cpms.documents import (
     tariff_to_ocpi,
 )
 from cpms.errors import NotFound
-from cpms.model import Cdr, Connector, Evse, Location, OcpiPush, Tariff
+from cpms.model import (
+    Cdr,
+    Connector,
+    Evse,
+    Location,
+    OcpiCommand,
+    OcpiPush,
+    Reservation,
+    Session,
+    Tariff,
+)
 from cpms.partners import PartnerLink
 from cpms.push_queue import sent_response
 from cpms.sessions import get_session
@@ -79,6 +96,9 @@ class Step:
     """What to store as the SENT push's ``response`` when the partner accepts it."""
     keep_location_header: bool = False
     """Store the answer's ``Location`` header (CDRs, CHECKLIST 4.2)."""
+    to_party: tuple[str, str] | None = None
+    """The (country_code, party_id) the request is for, upper-cased; None: the partner
+    itself (a broadcast, through a hub)."""
 
 
 async def plan(uow: UnitOfWork, link: PartnerLink, pushes: Sequence[OcpiPush]) -> list[Step]:
@@ -93,7 +113,8 @@ async def plan(uow: UnitOfWork, link: PartnerLink, pushes: Sequence[OcpiPush]) -
     if kind == "tariff":
         return [await _tariff_step(uow, link, pushes)]
     if all(push.kind == "callback" for push in pushes):
-        return [_callback_step(push) for push in pushes]
+        to_party = await _callback_party(uow, pushes[0].object_key)
+        return [_callback_step(push, to_party) for push in pushes]
     raise Undeliverable(f"no way to deliver {pushes[0].object_key!r} ({pushes[0].kind})")
 
 
@@ -120,6 +141,16 @@ def _endpoint(link: PartnerLink, module: str) -> str:
 
 def _ids(pushes: Sequence[OcpiPush]) -> tuple[int, ...]:
     return tuple(push.id for push in pushes)
+
+
+def _party_of(token: Any) -> tuple[str, str] | None:
+    """The (country_code, party_id) of an OCPI Token or CdrToken document, upper-cased."""
+    if not isinstance(token, dict):
+        return None
+    country_code, party_id = token.get("country_code"), token.get("party_id")
+    if isinstance(country_code, str) and isinstance(party_id, str) and country_code and party_id:
+        return country_code.upper(), party_id.upper()
+    return None
 
 
 async def _location(uow: UnitOfWork, object_key: str) -> Location:
@@ -287,12 +318,15 @@ async def _session_step(
     except NotFound:
         raise Undeliverable(f"session {session_id!r} does not exist") from None
     url = join_url(_endpoint(link, "sessions"), session.country_code, session.party_id, session.id)
+    to_party = _party_of(session.cdr_token)
     periods = list(session.charging_periods)
     final = session.end_date_time is not None or session.status in _FINAL_SESSION_STATES
     if final:
         # The ended session replaces the partner's copy, final periods included.
         document = session_to_ocpi(session, periods)
-        return Step("PUT", url, document, _ids(pushes), keep={"periods": len(periods)})
+        return Step(
+            "PUT", url, document, _ids(pushes), keep={"periods": len(periods)}, to_party=to_party
+        )
     closed = periods[:-1]  # the last period is still growing
 
     known = await sent_response(uow, link.partner_id, pushes[0].object_key)
@@ -300,7 +334,9 @@ async def _session_step(
     starting = any(push.kind == "session_start" for push in pushes)
     if starting or not partial_ok or not isinstance(sent, int):
         document = session_to_ocpi(session, closed)
-        return Step("PUT", url, document, _ids(pushes), keep={"periods": len(closed)})
+        return Step(
+            "PUT", url, document, _ids(pushes), keep={"periods": len(closed)}, to_party=to_party
+        )
     document = session_to_ocpi(session, closed[sent:])
     body = {
         name: document[name]
@@ -310,7 +346,7 @@ async def _session_step(
     if not body["charging_periods"]:
         del body["charging_periods"]  # nothing new: absent leaves the partner's as they are
     keep = {"periods": max(sent, len(closed))}
-    return Step("PATCH", url, body, _ids(pushes), whole=False, keep=keep)
+    return Step("PATCH", url, body, _ids(pushes), whole=False, keep=keep, to_party=to_party)
 
 
 # --------------------------------------------------------------------------- CDRs, tariffs
@@ -323,7 +359,12 @@ async def _cdr_step(uow: UnitOfWork, link: PartnerLink, pushes: Sequence[OcpiPus
         raise Undeliverable(f"CDR {cdr_id!r} does not exist")
     # POST to the module URL itself, no cc/pid/id segments (CHECKLIST 4.2).
     return Step(
-        "POST", _endpoint(link, "cdrs"), cdr.document, _ids(pushes), keep_location_header=True
+        "POST",
+        _endpoint(link, "cdrs"),
+        cdr.document,
+        _ids(pushes),
+        keep_location_header=True,
+        to_party=_party_of((cdr.document or {}).get("cdr_token")),
     )
 
 
@@ -338,10 +379,38 @@ async def _tariff_step(uow: UnitOfWork, link: PartnerLink, pushes: Sequence[Ocpi
     return Step("PUT", url, tariff_to_ocpi(tariff), _ids(pushes))
 
 
-def _callback_step(push: OcpiPush) -> Step:
+async def _callback_party(uow: UnitOfWork, object_key: str) -> tuple[str, str] | None:
+    """The party a callback answers: the one whose token the command (or reservation) named.
+
+    START_SESSION and RESERVE_NOW carry the token; STOP_SESSION names a session, whose token
+    it is; others (UNLOCK_CONNECTOR, CANCEL_RESERVATION, charging profiles) name no party, and
+    an ActiveChargingProfile goes to whoever set the limit: the partner itself.
+    """
+    kind, _, ident = object_key.partition(":")
+    if kind == "reservation" and ident.isdigit():
+        reservation = await uow.session.get(Reservation, int(ident))
+        return _party_of(reservation.token) if reservation is not None else None
+    if kind != "command":
+        return None
+    command = await uow.session.get(OcpiCommand, ident)
+    if command is None:
+        return None
+    request = command.request or {}
+    if "token" in request:
+        return _party_of(request["token"])
+    session_id = request.get("session_id")
+    if command.command == "STOP_SESSION" and isinstance(session_id, str):
+        session = await uow.session.get(Session, session_id)
+        return _party_of(session.cdr_token) if session is not None else None
+    return None
+
+
+def _callback_step(push: OcpiPush, to_party: tuple[str, str] | None) -> Step:
     payload = push.payload or {}
     url = payload.get("url")
     if not isinstance(url, str) or not url:
         raise Undeliverable(f"callback push {push.id} has no URL")
     # POST of a result to a response_url; PUT of an ActiveChargingProfile (queue_callback).
-    return Step(payload.get("method", "POST"), url, payload.get("body"), (push.id,))
+    return Step(
+        payload.get("method", "POST"), url, payload.get("body"), (push.id,), to_party=to_party
+    )

@@ -5,7 +5,8 @@
   errors, bugs) is rendered in the envelope too, by ``ocpi_errors_middleware``.
 - ``routing_headers_middleware``: on functional modules the ``OCPI-from-*``/``OCPI-to-*``
   routing headers are set on every answer, errors included (from us, to the caller);
-  ``token_a_middleware``: token A is refused there (401).
+  ``token_a_middleware``: token A opens versions and credentials only, everything else
+  (hubclientinfo included, though it is a configuration module too) is 401.
 - ``read_json``, ``add_route`` (path with and without a trailing slash), ``caller_party``.
 """
 
@@ -27,6 +28,7 @@ from ocpi_api.envelope import OcpiStatus, ocpi_response
 
 __all__ = [
     "CONFIGURATION_MODULES",
+    "TOKEN_A_MODULES",
     "OcpiError",
     "add_route",
     "caller_party",
@@ -38,8 +40,12 @@ __all__ = [
 
 log = logging.getLogger("ocpi_api")
 
-#: Modules that carry no routing headers and accept token A (credentials) (CHECKLIST 1.10).
+#: Configuration modules: they carry no routing headers (CHECKLIST 1.10).
 CONFIGURATION_MODULES = frozenset({"versions", "credentials", "hubclientinfo"})
+#: The only modules token A opens (CHECKLIST 1.3: "a valid token A presented on any module
+#: other than versions/credentials -> HTTP 401"). Not every configuration module: a hub's
+#: hubclientinfo decides whom we send to, so it needs a registered hub.
+TOKEN_A_MODULES = frozenset({"versions", "credentials"})
 
 
 class OcpiError(Exception):
@@ -119,10 +125,10 @@ async def routing_headers_middleware(request: web.Request, handler: Handler) -> 
 
 @web.middleware
 async def token_a_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse token A outside configuration modules (HTTP 401, CHECKLIST 1.3)."""
+    """Refuse token A outside versions and credentials (HTTP 401, CHECKLIST 1.3)."""
     caller = request.get(CALLER)
     if (
-        _module_of(request) not in CONFIGURATION_MODULES
+        _module_of(request) not in TOKEN_A_MODULES
         and caller is not None
         and caller.token_kind is TokenKind.REGISTRATION
     ):

@@ -18,9 +18,11 @@ from cpms.authorization import Authorization
 from cpms.station_lifecycle import (
     BootReport,
     BootStatus,
+    StatusReport,
     load_station,
     log_station_event,
     record_boot,
+    record_statuses,
 )
 from cpms.unit_of_work import UnitOfWork
 from ocpp_gateway.rpc import Call
@@ -51,6 +53,10 @@ class HandlerBase:
 
     async def _write(self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
         return await self.services.committer.run(work)
+
+    async def _record_status(self, context: CallContext, report: StatusReport) -> None:
+        # Grouped: the status reports of a batch are written with a few statements for all.
+        await self.services.committer.run_grouped(record_statuses, (context.station_id, report))
 
     async def _log(
         self,

@@ -5,10 +5,13 @@ Owns which schema applies to a payload (``ocpp/v16/schemas/{Action}.json`` and
 ``{Action}Response.json`` for 2.0.1), how a schema error becomes a ``Violation`` with a readable
 path, and which CALLERROR answers a station's invalid CALL. Does no I/O once warm: each validator
 is compiled once per (version, action, kind) on first use, or all at once by ``preload()`` when
-the server starts, and is reused for every message. The draft comes from each schema's
-``$schema`` (1.6 is draft-04 except the 22 schemas of its security extension, which are draft-06
-like all of 2.0.1). Formats (``date-time``, ``uri``) are not checked: timestamps are the
-handlers' business (FIELD-NOTES 11).
+the server starts, and is reused for every message. A payload is first put to a validator
+that ``fastjsonschema`` generated from the schema (about thirty times quicker than jsonschema on
+the hot path's small payloads); only a payload it refuses goes to jsonschema, which decides and
+explains (so errors, their codes and the exact ``multipleOf`` below are jsonschema's). The draft
+comes from each schema's ``$schema`` (1.6 is draft-04 except the 22 schemas of its security
+extension, which are draft-06 like all of 2.0.1). Formats (``date-time``, ``uri``) are not
+checked: timestamps are the handlers' business (FIELD-NOTES 11).
 
 Who calls what: the gateway runs ``check_call`` on every CALL a station sends, ``check_response``
 on the station's CALLRESULT to our CALL, and ``check_outgoing`` on a CALL we are about to send
@@ -49,13 +52,14 @@ from __future__ import annotations
 import enum
 import functools
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any
 
+import fastjsonschema
 from jsonschema import ValidationError, validators
 from jsonschema.protocols import Validator
 
@@ -169,7 +173,7 @@ def preload(versions: Iterable[OcppVersion] = (OcppVersion.V16, OcppVersion.V201
     count = 0
     for version in versions:
         for action, kind in _schema_files(version):
-            _validator(version, action, kind)
+            _quick_check(version, action, kind)
             count += 1
     return count
 
@@ -185,8 +189,11 @@ def violations(
     Raises ``UnknownAction`` when ``version`` has no such schema.
     """
     validator = _validator(version, action, kind)
-    if validator.is_valid(payload):  # the common case, without building errors
-        return []
+    try:
+        _quick_check(version, action, kind)(payload)
+        return []  # the common case, without building errors
+    except fastjsonschema.JsonSchemaValueException:
+        pass  # jsonschema decides (it may still accept: multipleOf on decimals, say)
     found = [
         (_priority(rule), _sort_key(parts), Violation(_path(parts), rule, _shorten(message)))
         for parts, rule, message in _flatten(validator.iter_errors(payload))
@@ -279,6 +286,21 @@ def _validator(version: OcppVersion, action: str, kind: PayloadKind) -> Validato
     text = _schema_dir(version).joinpath(name).read_text(encoding="utf-8-sig")
     schema = json.loads(text)
     return _with_exact_multiple_of(validators.validator_for(schema))(schema)
+
+
+@functools.cache
+def _quick_check(version: OcppVersion, action: str, kind: PayloadKind) -> Callable[[Any], Any]:
+    """The schema as generated Python: raises ``JsonSchemaValueException`` if not plainly valid.
+
+    Defaults are not filled in (the payload stays what the station sent) and formats are not
+    checked, as with jsonschema above.
+    """
+    return fastjsonschema.compile(
+        _validator(version, action, kind).schema,
+        use_default=False,
+        use_formats=False,
+        detailed_exceptions=False,
+    )
 
 
 @functools.cache

@@ -4,6 +4,8 @@
 ``GET /2.2.1/tokens`` and ``GET /2.2.1/hubclientinfo`` as CHECKLIST 1.9 says: ``offset``,
 ``limit`` (capped at ``page_size``), ``date_from``/``date_to`` on ``last_updated``,
 ``X-Total-Count``, ``X-Limit`` and an absolute ``Link: <...>; rel="next"`` carrying the filters.
+It also answers real-time authorization (``POST /2.2.1/tokens/{uid}/authorize``, the rest of
+a tokens SENDER) from the peer's ``authorize_answers``, as ``EmspPeer`` does.
 It accepts the tokens of the peer it serves for, records every request, and can be told to
 spoil a page (``spoiled``: page number -> what to answer instead: a ``data`` that is not a
 list, an OCPI error, HTTP 503 without an envelope), to send a ``Link`` that never ends, or one
@@ -72,6 +74,8 @@ class ListServer:
 
     accepted_tokens: set[str]
     """The tokens the CPO may call with: the peer's own set, shared."""
+    authorize_answers: dict[str, Any] = field(default_factory=dict)
+    """uid -> AuthorizationInfo (or "unknown": HTTP 404): the peer's own dict, shared."""
     tokens: list[Any] = field(default_factory=list)
     clients: list[Any] = field(default_factory=list)
     page_size: int = 3
@@ -87,6 +91,7 @@ class ListServer:
         app = web.Application()
         app.router.add_get(f"/{VERSION}/tokens", self._tokens)
         app.router.add_get(f"/{VERSION}/hubclientinfo", self._clients)
+        app.router.add_post(f"/{VERSION}/tokens/{{uid}}/authorize", self._authorize)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -118,6 +123,20 @@ class ListServer:
 
     async def _clients(self, request: web.Request) -> web.Response:
         return self._page(request, self.clients)
+
+    async def _authorize(self, request: web.Request) -> web.Response:
+        token = _token_of(request.headers.get("Authorization"))
+        body = await request.json() if request.can_read_body else None
+        self.requests.append(
+            Recorded(request.method, request.path, dict(request.query), dict(request.headers),
+                     body, token)
+        )  # fmt: skip
+        if token not in self.accepted_tokens:
+            return self._reply(status=401, code=2000)
+        answer = self.authorize_answers.get(request.match_info["uid"], "unknown")
+        if answer == "unknown":
+            return self._reply(status=404, code=2004)
+        return self._reply(answer)
 
     @staticmethod
     def _reply(
@@ -178,7 +197,9 @@ class ListingEmspPeer(EmspPeer):
     lists: ListServer | None = None
 
     async def start(self) -> ListingEmspPeer:
-        self.lists = await ListServer(self.accepted_tokens).start()
+        self.lists = await ListServer(
+            self.accepted_tokens, authorize_answers=self.authorize_answers
+        ).start()
         await super().start()
         return self
 

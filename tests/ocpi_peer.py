@@ -3,7 +3,8 @@
 ``EmspPeer`` is an aiohttp server (127.0.0.1, a free port) that speaks OCPI 2.2.1 as an
 eMSP: versions and version details; credentials (it can be registered with, and it can
 register with us); the receiver interfaces of locations, sessions, cdrs and tariffs (it
-stores what we push, answers 201/200 and a ``Location`` header for CDRs); the sender
+stores what we push, answers 201/200 and a ``Location`` header for CDRs; a GET of a location,
+EVSE or connector it does not hold is HTTP 404, OCPI 2003, as a real eMSP answers); the sender
 interface of tokens (real-time ``authorize``, answers set per uid); and ``/callbacks/...``
 where our CommandResults land. It records every request, checks every body it receives
 against ``ocpi-types`` (``problems`` lists what failed), and can be taken ``down`` (HTTP
@@ -350,7 +351,12 @@ class EmspPeer:
         body = self._body()
         stored = self.locations.get(location_id)
         if request.method == "GET":
-            return self._reply(stored) if stored else self._reply(status=404, code=2000)
+            found = self._stored_object(stored, rest)
+            if found is None:
+                # As a real eMSP: the object asked for (not its location) or 2003, no data.
+                what = ("location", "EVSE", "connector")[min(len(rest), 2)]
+                return self._reply(status=404, code=2003, message=f"unknown {what}")
+            return self._reply(found)
         if request.method == "PUT":
             model = ("Location", "Evse", "Connector")[len(rest)]
             self._check(model, body, request.path)
@@ -372,16 +378,24 @@ class EmspPeer:
                 self.problems.append(f"{request.path}: PATCH without last_updated")
             if stored is None:
                 return self._reply(status=404, code=2003, message="unknown location")
-            target = stored
-            if rest:
-                target = next((e for e in stored.get("evses", []) if e["uid"] == rest[0]), None)
-                if target is not None and len(rest) == 2:
-                    target = next((c for c in target["connectors"] if c["id"] == rest[1]), None)
+            target = self._stored_object(stored, rest)
             if target is None:
                 return self._reply(status=404, code=2000, message="unknown object")
             target.update(body)
             return self._reply()
         return self._reply(status=405, code=2000)
+
+    @staticmethod
+    def _stored_object(location: dict[str, Any] | None, rest: list[str]) -> dict[str, Any] | None:
+        """The stored location, or its EVSE ``rest[0]``, or that EVSE's connector ``rest[1]``."""
+        if location is None or len(rest) > 2:
+            return None
+        if not rest:
+            return location
+        evse = next((e for e in location.get("evses", []) if e["uid"] == rest[0]), None)
+        if evse is None or len(rest) == 1:
+            return evse
+        return next((c for c in evse.get("connectors", []) if c["id"] == rest[1]), None)
 
     async def _sessions(self, request: web.Request) -> web.Response:
         self._routed(request)

@@ -76,6 +76,10 @@ class Session(Base):
     voltage_v: Mapped[Decimal | None]
     # The driver's OCPI ChargingPreferences, as the eMSP last set them.
     charging_preferences: Mapped[dict[str, Any] | None]
+    # Tariffs switched to mid-session (an accepted preference calling for another tariff
+    # type), in time order: {"from": OCPI DateTime, "tariff_id": id}, each tariff's document
+    # sealed in ``tariffs``. ``tariff_id`` stays the tariff the session started with.
+    tariff_switches: Mapped[list[dict[str, Any]] | None]
     # The CDR currently standing for this session (a correction replaces it).
     cdr_id: Mapped[str | None] = mapped_column(String(39))
     last_updated: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -20,10 +20,17 @@ The running cost of an active session and the final cost on its CDR both come fr
    bound gives no ``incl_vat``, the incl. VAT total moves with the excl. VAT one at the
    session's effective VAT rate.
 6. **Rounding**, once, to the currency's minor unit (``money.round_money``).
+
+A session that switched tariff mid-way (``TariffSwitch``) is priced period by period with
+each period's own tariff (``Period.tariff``). It stays one session: FLAT is still charged
+once per phase and step_size still applies once, on totals, at the component active last.
+``min_price`` / ``max_price`` bound what each tariff priced (the lines of its periods), since
+each tariff states its bounds for what it prices; with one tariff that is the whole total.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal, localcontext
 from typing import Any
@@ -37,7 +44,7 @@ from cpms.pricing.periods import (
     Period,
     charging_periods,
 )
-from cpms.pricing.tariff_plan import PriceComponent, TariffElement, TariffPlan
+from cpms.pricing.tariff_plan import PriceComponent, TariffElement, TariffPlan, TariffSwitch
 from cpms.pricing.usage import Usage
 
 __all__ = ["CATEGORIES", "Bill", "Line", "price"]
@@ -64,9 +71,14 @@ class Line:
     cost: Price
     """Exact, unrounded."""
     note: str = ""
+    tariff_id: str | None = None
+    """The tariff that priced it (a session may switch tariff mid-way)."""
 
-    def describe(self, currency: str) -> str:
-        """A one-line explanation: which component, which restriction, what it cost."""
+    def describe(self, currency: str, *, name_tariff: bool = False) -> str:
+        """A one-line explanation: which component, which restriction, what it cost.
+
+        ``name_tariff`` adds which tariff priced it (for a session priced with several).
+        """
         unit = {"ENERGY": "kWh", "FLAT": "", "TIME": "h", "PARKING_TIME": "h"}[self.dimension]
         if self.dimension == "FLAT":
             quantity = "once"
@@ -74,10 +86,11 @@ class Line:
             quantity = f"{_show(self.volume)} {unit} x {_show(self.unit_price)} {currency}/{unit}"
         where = "no restrictions" if not self.restrictions else _restriction_text(self.restrictions)
         vat = "no VAT" if self.vat is None else f"VAT {_show(self.vat)}%"
+        tariff = f"tariff {self.tariff_id}, " if name_tariff and self.tariff_id else ""
         text = (
             f"period {self.period + 1}: {self.dimension} {quantity} "
             f"= {_show(self.cost.excl_vat)} excl. / {_show(self.cost.incl_vat)} incl. VAT "
-            f"({vat}; element {self.element + 1}, {where})"
+            f"({vat}; {tariff}element {self.element + 1}, {where})"
         )
         return f"{text}; {self.note}" if self.note else text
 
@@ -88,12 +101,24 @@ class Bill:
 
     currency: str
     tariff: TariffPlan | None
+    """The tariff the session started with (see ``tariffs`` for a session that switched)."""
     periods: list[Period]
     lines: list[Line] = field(default_factory=list)
     adjustments: list[str] = field(default_factory=list)
     """What min_price / max_price did, in words."""
     exact_total: Price = field(default_factory=Price)
     """Sum of the lines, after min/max price, before rounding."""
+
+    @property
+    def tariffs(self) -> list[TariffPlan]:
+        """Every tariff that priced a period, in the order they began; else the session's."""
+        seen: dict[str, TariffPlan] = {}
+        for period in self.periods:
+            if period.tariff is not None:
+                seen.setdefault(period.tariff.id, period.tariff)
+        if not seen and self.tariff is not None:
+            return [self.tariff]
+        return list(seen.values())
 
     def subtotal(self, category: str) -> Price:
         """Exact cost of one category (see ``CATEGORIES``)."""
@@ -123,7 +148,8 @@ class Bill:
 
     def explain(self) -> list[str]:
         """The bill as text, line by line, ending with rounding and the total."""
-        text = [line.describe(self.currency) for line in self.lines]
+        several = len(self.tariffs) > 1
+        text = [line.describe(self.currency, name_tariff=several) for line in self.lines]
         text += self.adjustments
         total = self.total_cost
         text.append(
@@ -176,6 +202,7 @@ def _line(
     # Multiply before dividing: 9030 s at 3.00/h is exactly 7.525, not 7.52499...
     excl_vat = component.price * quantity / per
     return Line(
+        tariff_id=period.tariff.id if period.tariff is not None else None,
         period=index,
         dimension=dimension,
         category=_CATEGORY[(period.kind, dimension)],
@@ -238,8 +265,20 @@ def _step_line(
     return _line(index, period, dimension, element, component, extra, per, note)
 
 
-def _bounded(bill: Bill, plan: TariffPlan) -> Price:
-    total = sum((line.cost for line in bill.lines), Price())
+def _bounded_total(bill: Bill) -> Price:
+    """The bill's total, each tariff's lines bounded by its min/max price (one: all lines)."""
+    tariffs = bill.tariffs
+    if len(tariffs) == 1:
+        return _bounded(bill, tariffs[0], list(bill.lines))
+    total = Price()
+    for plan in tariffs:
+        lines = [line for line in bill.lines if line.tariff_id == plan.id]
+        total += _bounded(bill, plan, lines, label=f"tariff {plan.id}: ")
+    return total
+
+
+def _bounded(bill: Bill, plan: TariffPlan, lines: Sequence[Line], label: str = "") -> Price:
+    total = sum((line.cost for line in lines), Price())
     excl = total.excl_vat
     if plan.min_price is not None:
         excl = max(excl, plan.min_price.excl_vat)
@@ -263,23 +302,41 @@ def _bounded(bill: Bill, plan: TariffPlan) -> Price:
             if bound is not None
         ]
         bill.adjustments.append(
-            f"{' and '.join(bounds)}: total {_show(total.excl_vat)} / "
+            f"{label}{' and '.join(bounds)}: total {_show(total.excl_vat)} / "
             f"{_show(total.incl_vat)} becomes {_show(excl)} / {_show(incl)}"
         )
     return Price(excl, incl)
 
 
-def price(plan: TariffPlan | None, usage: Usage, *, currency: str | None = None) -> Bill:
+def price(
+    plan: TariffPlan | None,
+    usage: Usage,
+    *,
+    currency: str | None = None,
+    switches: Sequence[TariffSwitch] = (),
+) -> Bill:
     """Price ``usage`` under ``plan``; without a plan every period is free of charge.
 
-    ``currency`` defaults to the plan's (and to EUR without a plan).
+    ``currency`` defaults to the plan's (and to EUR without a plan). ``switches`` price the
+    session from their moment on with another tariff (of the same currency).
     """
+    for switch in switches:
+        if plan is None or switch.plan.currency != plan.currency:
+            raise ValueError(
+                f"tariff {switch.plan.id} ({switch.plan.currency}) cannot follow "
+                f"{'no tariff' if plan is None else f'{plan.id} ({plan.currency})'}"
+            )
     with localcontext(prec=PRECISION):
-        return _price(plan, usage, currency)
+        return _price(plan, usage, currency, switches)
 
 
-def _price(plan: TariffPlan | None, usage: Usage, currency: str | None) -> Bill:
-    periods = charging_periods(plan, usage)
+def _price(
+    plan: TariffPlan | None,
+    usage: Usage,
+    currency: str | None,
+    switches: Sequence[TariffSwitch],
+) -> Bill:
+    periods = charging_periods(plan, usage, switches)
     bill = Bill(
         currency=currency or (plan.currency if plan is not None else "EUR"),
         tariff=plan,
@@ -304,5 +361,5 @@ def _price(plan: TariffPlan | None, usage: Usage, currency: str | None) -> Bill:
             lines.append(step)
     lines.sort(key=lambda line: line.period)
     bill.lines = lines
-    bill.exact_total = _bounded(bill, plan) if plan is not None else Price()
+    bill.exact_total = _bounded_total(bill) if plan is not None else Price()
     return bill

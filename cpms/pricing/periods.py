@@ -18,18 +18,29 @@ interval is *parking* when the vehicle draws (on average) less than ``CHARGING_A
 OCPI 2.2.1 errata defines parking time as time the vehicle is not requesting power.
 Consecutive segments with the same kind and the same active elements merge into one period,
 so periods change exactly where something that is priced changes.
+
+A session may change tariff mid-way (``TariffSwitch``: a charging preference accepted while
+it runs). Each switch is one more cut, every segment is judged with the tariff in force at
+its start, and a period never spans two tariffs: ``Period.tariff`` says which one it is
+priced with. The reservation before a session is priced with the tariff it started with.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from decimal import ROUND_CEILING, Decimal, localcontext
 from zoneinfo import ZoneInfo
 
-from cpms.pricing.tariff_plan import PriceComponent, Restrictions, TariffElement, TariffPlan
+from cpms.pricing.tariff_plan import (
+    PriceComponent,
+    Restrictions,
+    TariffElement,
+    TariffPlan,
+    TariffSwitch,
+)
 from cpms.pricing.usage import Usage, in_time_order
 
 __all__ = [
@@ -93,6 +104,8 @@ class Period:
     min_current_a: Decimal | None = None
     max_current_a: Decimal | None = None
     energy_before_wh: Decimal = field(default=Decimal(0))
+    tariff: TariffPlan | None = None
+    """The tariff this period is priced with (the session's, or the one switched to)."""
 
     @property
     def hours(self) -> Decimal:
@@ -103,6 +116,7 @@ class Period:
         """What must stay equal for two neighbouring stretches to be one period."""
         return (
             self.kind,
+            self.tariff.id if self.tariff is not None else None,
             tuple(
                 (dimension, element.index)
                 for dimension, (element, _) in sorted(self.active.items())
@@ -293,6 +307,16 @@ def _candidates(plan: TariffPlan | None, kind: str, expired: bool) -> list[Tarif
     return expires + used  # RESERVATION_EXPIRES wins where both price a dimension
 
 
+def _plan_at(
+    plan: TariffPlan | None, switches: Sequence[TariffSwitch], moment: datetime
+) -> TariffPlan | None:
+    """The tariff in force at ``moment``: the last switch at or before it, else ``plan``."""
+    for switch in switches:  # in time order
+        if switch.at <= moment:
+            plan = switch.plan
+    return plan
+
+
 def _phase(
     plan: TariffPlan | None,
     usage: Usage,
@@ -301,13 +325,19 @@ def _phase(
     intervals: list[_Interval],
     *,
     reservation: bool,
+    switches: Sequence[TariffSwitch] = (),
 ) -> list[Period]:
     zone = ZoneInfo(usage.time_zone)
     kinds = (RESERVATION,) if reservation else (CHARGING, PARKING)
     expired = usage.reservation is not None and usage.reservation.expired
-    elements = {kind: _candidates(plan, kind, expired) for kind in kinds}
-    all_elements = [e for kind in kinds for e in elements[kind]]
+    plans = {id(p): p for p in (plan, *(s.plan for s in switches))}
+    elements = {
+        (key, kind): _candidates(p, kind, expired) for key, p in plans.items() for kind in kinds
+    }
+    all_elements = [e for candidates in elements.values() for e in candidates]
     moments = _boundaries(phase_start, phase_start, end, all_elements, zone, intervals)
+    cuts = {s.at for s in switches if phase_start < s.at < end} - set(moments)
+    moments = sorted([*moments, *cuts])
     energy_at = _energies_at(intervals, moments)
     periods: list[Period] = []
     index = 0
@@ -323,7 +353,8 @@ def _phase(
         active: dict[str, tuple[TariffElement, PriceComponent]] = {}
         local = a.astimezone(zone)
         elapsed = seconds_between(phase_start, a)
-        for element in elements[kind]:
+        tariff = _plan_at(plan, switches, a)
+        for element in elements[id(tariff), kind]:
             if not holds(
                 element.restrictions, local, elapsed, energy_before / 1000, power_w / 1000, current
             ):
@@ -341,6 +372,7 @@ def _phase(
             seconds=seconds_between(a, b),
             active=active,
             energy_before_wh=energy_before,
+            tariff=tariff,
         )
         # Every reading inside the segment shares its band; they still count for min/max.
         inside = index
@@ -412,18 +444,22 @@ def _merge(period: Period, segment: Period) -> None:
             setattr(period, name, _upper(getattr(period, name), value))
 
 
-def charging_periods(plan: TariffPlan | None, usage: Usage) -> list[Period]:
+def charging_periods(
+    plan: TariffPlan | None, usage: Usage, switches: Sequence[TariffSwitch] = ()
+) -> list[Period]:
     """Cut ``usage`` into periods under ``plan`` (``None``: no tariff, periods by kind only).
 
     A reservation before the session gives RESERVATION periods first. The periods tile
     [reservation start or session start, session end] with no gap and no overlap; a session
-    of zero length has no periods.
+    of zero length has no periods. ``switches`` change the tariff from their moment on.
     """
     with localcontext(prec=PRECISION):
-        return _charging_periods(plan, usage)
+        return _charging_periods(plan, usage, sorted(switches, key=lambda s: s.at))
 
 
-def _charging_periods(plan: TariffPlan | None, usage: Usage) -> list[Period]:
+def _charging_periods(
+    plan: TariffPlan | None, usage: Usage, switches: Sequence[TariffSwitch]
+) -> list[Period]:
     periods: list[Period] = []
     if usage.reservation is not None and usage.reservation.start < usage.reservation.end:
         periods += _phase(
@@ -435,5 +471,13 @@ def _charging_periods(plan: TariffPlan | None, usage: Usage) -> list[Period]:
             reservation=True,
         )
     if usage.start < usage.end:
-        periods += _phase(plan, usage, usage.start, usage.end, _intervals(usage), reservation=False)
+        periods += _phase(
+            plan,
+            usage,
+            usage.start,
+            usage.end,
+            _intervals(usage),
+            reservation=False,
+            switches=switches,
+        )
     return periods

@@ -21,6 +21,7 @@ __all__ = [
     "Restrictions",
     "TariffElement",
     "TariffPlan",
+    "TariffSwitch",
     "select_tariff",
     "wanted_tariff_types",
 ]
@@ -201,6 +202,20 @@ class TariffPlan:
     def uses_current(self) -> bool:
         """True if any element depends on current (periods then carry MIN/MAX_CURRENT)."""
         return any(e.restrictions.uses_current for e in self.elements)
+
+
+@dataclass(frozen=True, slots=True)
+class TariffSwitch:
+    """From ``at`` on, a session is priced with ``plan`` instead of the tariff before it.
+
+    A driver's charging preference accepted mid-session (OCPI ``profile_type``) can call for
+    another tariff type: the time, energy and parking from ``at`` on are priced with the
+    new tariff. Restrictions keep counting from the session start (``min_duration``,
+    ``min_kwh``, ...): the session is one session, only its price changes.
+    """
+
+    at: datetime
+    plan: TariffPlan
 
 
 def _bound(raw: Mapping[str, Any] | None) -> Price | None:

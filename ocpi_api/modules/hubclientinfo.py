@@ -9,7 +9,11 @@ ClientInfo; nothing is stored then.
 
 Only a registered partner with the role HUB may call it: a hub reports its clients, nobody
 else does (CHECKLIST 1.3), and what it says decides whether we send to those parties. Other
-partners get HTTP 404, token A HTTP 401 (it opens versions and credentials only).
+partners get HTTP 404; token A gets HTTP 401 before it gets here
+(``ocpi_api.transport.token_a_middleware``: it opens versions and credentials only).
+
+A ClientInfo that says CONNECTED wakes the pusher: what waited for that party (pushes held
+while the hub said OFFLINE, SUSPENDED or PLANNED, ``ocpi_api.push``) goes out now.
 
 ``ocpi_api.hub_client_pull`` reads the hub's own list the other way round. Storing and
 checking are ``cpms.hub_clients``'s; this module adapts HTTP.
@@ -20,7 +24,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from cpms import hub_clients
-from cpms.partners import TokenKind
 from ocpi_api.auth import CALLER
 from ocpi_api.context import CONTEXT
 from ocpi_api.envelope import OcpiStatus, ocpi_response
@@ -37,14 +40,7 @@ _PATH = "/2.2.1/hubclientinfo/{country_code}/{party_id}"
 def _hub(request: web.Request) -> int:
     """The calling hub's partner id; refuse anyone who is not a registered hub."""
     caller = request[CALLER]
-    if caller.token_kind is TokenKind.REGISTRATION:
-        # hubclientinfo carries no routing headers like versions and credentials, but token A
-        # opens only those two (CHECKLIST 1.3): it must not change what we store.
-        raise OcpiError(
-            OcpiStatus.CLIENT_ERROR,
-            "token A only opens versions and credentials; register first",
-            http_status=401,
-        )
+    # Token A never gets here: token_a_middleware answers it 401 (CHECKLIST 1.3).
     if not any(role == "HUB" for role, _, _ in caller.roles):
         raise OcpiError(
             OcpiStatus.CLIENT_ERROR,
@@ -72,13 +68,16 @@ async def put_client_info(request: web.Request) -> web.Response:
     partner_id = _hub(request)
     document = await read_json(request)
     uow = request.config_dict[CONTEXT].uow
-    _, stored = await hub_clients.put_client_info(
+    client, stored = await hub_clients.put_client_info(
         uow(),
         partner_id,
         document,
         country_code=request.match_info["country_code"],
         party_id=request.match_info["party_id"],
     )  # InvalidRequest: OCPI 2001
+    if stored is not hub_clients.Stored.KEPT and client.status == "CONNECTED":
+        # put_client_info made the party's held pushes due: send them now, not at the poll.
+        request.config_dict[CONTEXT].wake_pusher()
     return ocpi_response(request, http_status=201 if stored is hub_clients.Stored.CREATED else 200)
 
 

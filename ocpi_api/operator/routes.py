@@ -20,6 +20,7 @@ from cpms.hub_clients import hub_client_view, list_client_infos
 from cpms.locations import EvseWiring
 from cpms.model import OcpiPush, utcnow
 from cpms.partners import partner_summary
+from cpms.reservations import list_reservations, reservation_view
 from cpms.secrets import TokenVault
 from cpms.sessions import (
     SessionFilter,
@@ -479,6 +480,26 @@ async def send_station_command(request: web.Request) -> web.Response:
 
 
 # Tariffs ------------------------------------------------------------------------------------
+
+
+# Reservations --------------------------------------------------------------------------------
+
+
+@routes.get("/reservations")
+async def list_station_reservations(request: web.Request) -> web.Response:
+    """Reservations oldest first, narrowed by station or to those still holding an EVSE."""
+    offset, limit = _paging(request)
+    now = utcnow()
+    async with _context(request).uow() as uow:
+        page = await list_reservations(
+            uow,
+            station_id=request.query.get("station_id"),
+            active=_bool_query(request, "active"),
+            now=now,
+            offset=offset,
+            limit=limit,
+        )
+    return web.json_response(page_view(page, [reservation_view(r, now) for r in page.items]))
 
 
 @routes.get("/tariffs")

@@ -30,7 +30,6 @@ from cpms.charging import (
 from cpms.station_lifecycle import (
     BootReport,
     StatusReport,
-    record_status,
 )
 from ocpp_gateway.handler_base import HandlerBase, Payload, station_time
 from ocpp_gateway.rpc import Call, OcppVersion
@@ -98,7 +97,7 @@ class _Handlers(HandlerBase):
             details={"ocpp_status": p["status"], **details},
         )
         self._seen(context)
-        await self._write(partial(record_status, station_id=context.station_id, report=report))
+        await self._record_status(context, report)
         return {}
 
     async def meter_values(self, context: CallContext, call: Call) -> Payload:

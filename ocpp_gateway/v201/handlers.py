@@ -24,7 +24,6 @@ from cpms.charging import MeterReport, record_meter_values
 from cpms.station_lifecycle import (
     BootReport,
     StatusReport,
-    record_status,
 )
 from cpms.transaction_events import (
     TransactionEventOutcome,
@@ -127,7 +126,7 @@ class _Handlers(HandlerBase):
             details={"ocpp_status": p["connectorStatus"], "connector": p["connectorId"]},
         )
         self._seen(context)
-        await self._write(partial(record_status, station_id=context.station_id, report=report))
+        await self._record_status(context, report)
         return {}
 
     # J: Meter values

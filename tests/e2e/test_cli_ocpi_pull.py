@@ -97,11 +97,19 @@ async def test_pull_tokens_prints_progress_and_the_server_authorizes_what_it_sto
         peer.lists.tokens.append(token("OTHER-1", country_code="NL", party_id="XYZ"))
 
         pulled = await cpms("ocpi", "pull-tokens", str(partner_id))
+        # The next full list leaves CARD-0 and CARD-1 out: both are invalidated.
+        peer.lists.tokens = peer.lists.tokens[2:]
+        again = await cpms("ocpi", "pull-tokens", str(partner_id))
 
     assert pulled.code == 0, pulled.err
     assert pulled.out == (
         f"Pulled the tokens of partner {partner_id}: 3 page(s), 8 received, 6 stored (6 new), "
-        "1 skipped, 1 rejected\n"
+        "1 skipped, 1 rejected, 0 invalidated (not in the full list)\n"
+    )
+    assert again.code == 0, again.err
+    assert again.out == (
+        f"Pulled the tokens of partner {partner_id}: 2 page(s), 6 received, 4 stored (0 new), "
+        "1 skipped, 1 rejected, 2 invalidated (not in the full list)\n"
     )
     assert pulled.err.splitlines() == [
         "page 1: 3 tokens; so far 3 of 8 received, 3 stored, 0 skipped, 0 rejected",
@@ -114,9 +122,11 @@ async def test_pull_tokens_prints_progress_and_the_server_authorizes_what_it_sto
     async with runtime.uow() as uow:
         decision = await runtime.authorizer.authorize(uow, "CARD-6", location_id="LOC-1")
         unknown = await runtime.authorizer.authorize(uow, "OTHER-1", location_id="LOC-1")
+        dropped = await runtime.authorizer.authorize(uow, "CARD-0", location_id="LOC-1")
     assert decision.status is AuthorizationStatus.ALLOWED
     assert (decision.source, decision.partner_id) == ("ocpi", partner_id)
     assert unknown.status is not AuthorizationStatus.ALLOWED
+    assert dropped.status is AuthorizationStatus.BLOCKED  # invalidated by the second pull
 
 
 async def test_pull_tokens_since_a_time_prints_json(runtime: Runtime, cpms: Run) -> None:

@@ -380,6 +380,39 @@ async def test_the_running_cost_is_the_price_up_to_each_reading(uow: UnitOfWorkF
     assert _problems(cdr.document) == []
 
 
+async def test_the_running_cost_is_refreshed_once_a_minute_and_the_bill_counts_every_reading(
+    uow: UnitOfWorkFactory,
+) -> None:
+    await _priced_station(uow)
+    outcome = await _start(uow)
+    plan = TariffPlan.from_ocpi(TARIFF)
+    # Minute 15 opens a new minute: priced. 15.25 and 15.5 stay in it: stored and billed, but
+    # the running cost is still the one of minute 15. Minute 16 opens the next: priced again.
+    steps = [(15, "4000", 15), (15.25, "4100", 15), (15.5, "4200", 15), (16, "4300", 16)]
+    points: list[tuple[float, str]] = [(0, "0")]
+    for minute, register, priced_at in steps:
+        await _meter(uow, outcome.transaction_id, _minutes(minute), _energy(register))
+        points.append((minute, str(int(register) - 1000)))
+        priced_points = [p for p in points if p[0] <= priced_at]
+        expected = price(plan, _usage(*priced_points, end=priced_at)).total_cost
+        session = await _session(uow, outcome.session_id)
+        assert (session.total_cost_excl_vat, session.total_cost_incl_vat) == (
+            expected.excl_vat,
+            expected.incl_vat,
+        ), minute
+    # Had every reading been priced, minute 15.5 would have shown a different cost.
+    assert (
+        price(plan, _usage(*points[:4], end=15.5)).total_cost
+        != price(plan, _usage(*points[:2], end=15)).total_cost
+    )
+
+    await _stop(uow, outcome.transaction_id, _minutes(16.5), "4400")
+    (cdr,) = await _cdrs(uow)
+    final = price(plan, _usage(*points, (16.5, "3400"), end=16.5)).total_cost
+    assert cdr.document["total_cost"] == _ocpi_price(str(final.excl_vat), str(final.incl_vat))
+    assert cdr.document["total_energy"] == 3.4
+
+
 # Exactly one CDR whatever is replayed or raced
 
 

@@ -182,12 +182,19 @@ async def test_only_hubs_may_tell_us_of_clients(runtime: Runtime) -> None:
 
 
 async def test_token_a_does_not_open_hubclientinfo(runtime: Runtime) -> None:
+    # A configuration module (no routing headers), but token A opens only versions and
+    # credentials (CHECKLIST 1.3): the transport answers 401 before any handler.
     _, token_a = await invite_partner(runtime.uow(), "hub to be")
     async with HubPeer() as peer:
-        status, envelope, _ = await peer.call("PUT", url(runtime), body=CLIENT, token=token_a)
-        assert (status, envelope["status_code"]) == (401, 2000)
+        for method, body in (("PUT", CLIENT), ("GET", None)):
+            status, envelope, _ = await peer.call(method, url(runtime), body=body, token=token_a)
+            assert (status, envelope["status_code"]) == (401, 2000), method
+            assert "token A only opens versions and credentials" in envelope["status_message"]
         status, _, _ = await peer.call("PUT", url(runtime), body=CLIENT, token="unknown")
         assert status == 401
+        # The same token A still opens versions.
+        status, _, _ = await peer.call("GET", f"{runtime.base_url()}/ocpi/versions", token=token_a)
+        assert status == 200
     assert await stored(runtime) == []
 
 

@@ -86,6 +86,7 @@ async def test_a_peer_that_registered_by_handshake_has_its_tokens_pulled_over_th
             "skipped": 0,
             "rejected": 0,
             "total": 8,
+            "invalidated": 0,  # a full pull: nothing held was left out
             "rejections": None,
         }
         asked = peer.lists.pages_asked("tokens")

@@ -6,7 +6,7 @@ real eMSP peer (``tests/ocpi_peer.py``), or a subclass of it that answers as a t
 
 - a session PATCH the peer answers 404 (it lost the session): GET 404, PUT of the session;
 - an EVSE the peer lacks under a location it holds: the real peer answers the GET of the
-  EVSE with its location (HTTP 200), i.e. "present": the whole location is PUT all the same;
+  EVSE 404 / OCPI 2003, i.e. "absent": the whole location is PUT;
 - a GET that fails (HTTP 503): a transient failure, everything is tried again later (from
   the PATCH), with the attempt counted and the error kept;
 - a PUT refused (OCPI 2001) after the GET: FAILED, parked for the operator, not retried.
@@ -146,8 +146,8 @@ async def test_an_evse_the_peer_lacks_under_a_location_it_holds_is_put_whole(
         await settled(node)
 
     evse_url = "/2.2.1/locations/BE/BEC/LOC1/3256"
-    # The peer answers the GET of an EVSE with its location (200): "present". Sending the
-    # PATCH again would be refused again; the whole location is PUT.
+    # The peer answers the GET of the EVSE it lacks 404 / 2003: "absent". The whole location
+    # is PUT (as it would be for "present": the PATCH would be refused again).
     assert calls(emsp_peer, before)[:3] == [
         ("PATCH", evse_url),
         ("GET", evse_url),
