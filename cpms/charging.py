@@ -50,6 +50,7 @@ from cpms.session_pricing import (
     record_billed_reading,
     refresh_running_cost,
     seal_session,
+    tariff_switches_of,
 )
 from cpms.station_lifecycle import evse_for, load_station, log_station_event, trusted_time
 from cpms.unit_of_work import UnitOfWork
@@ -531,18 +532,24 @@ async def evse_of(uow: UnitOfWork, session: Session | None) -> Evse | None:
     return await uow.session.get(Evse, session.evse_uid, options=[selectinload(Evse.connectors)])
 
 
-def _new_pricing_minute(before: datetime | None, now: datetime | None) -> bool:
-    """Whether the newest reading opened a new minute of the session's running cost.
+def _running_cost_due(session: Session, priced_through: datetime | None) -> bool:
+    """Whether the newest reading calls for re-pricing the session's running cost.
 
     Re-pricing reads the whole billing timeline, so doing it for every reading made a station
     sampling each second cost a thousand statements a minute. The running cost (what eMSPs
     and 2.0.1 stations are shown) is refreshed with the first reading of each clock minute, as
-    OCPI asks of charging periods ("enough for progress feedback"); the final bill is always
-    priced from every reading.
+    OCPI asks of charging periods ("enough for progress feedback"), and with the first reading
+    after a tariff switch (a tariff-relevant change: its period must show). The final bill is
+    always priced from every reading.
     """
+    now = session.last_meter_at
     if now is None:
         return False
-    return before is None or now.replace(second=0, microsecond=0) > before
+    if priced_through is None or now.replace(second=0, microsecond=0) > priced_through:
+        return True
+    return bool(session.tariff_switches) and any(
+        priced_through < switch.at <= now for switch in tariff_switches_of(session)
+    )
 
 
 async def record_meter_values(uow: UnitOfWork, station_id: str, report: MeterReport) -> set[str]:
@@ -582,7 +589,7 @@ async def record_meter_values(uow: UnitOfWork, station_id: str, report: MeterRep
     if session is not None and not ended:
         session.heard_at = report.received_at
         session.last_updated = report.received_at
-        if _new_pricing_minute(priced_through, session.last_meter_at):
+        if _running_cost_due(session, priced_through):
             await refresh_running_cost(uow, session)
         uow.record(
             SessionUpdated(
