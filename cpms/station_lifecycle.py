@@ -207,7 +207,7 @@ async def _known_evse(uow: UnitOfWork, station_id: str, number: int) -> Evse | N
         .where(Evse.station_id == station_id, Evse.ocpp_evse_id == number)
         .options(joinedload(Evse.location), joinedload(Evse.connectors))
     )
-    # One round trip on the hot path (a status report), not one per relationship; and no
+    # One round trip (every StartTransaction asks), not one per relationship; and no
     # autoflush: inside a group commit that would flush every earlier work's changes one
     # work at a time, where the commit flushes them all at once (batched statements).
     # Only an EVSE this very transaction added could be missed, so "none" is asked again
@@ -362,12 +362,10 @@ def _log_report(uow: UnitOfWork, station_id: str, report: StatusReport) -> None:
 
 
 async def _record_new_evse_status(uow: UnitOfWork, station_id: str, report: StatusReport) -> None:
-    # Not known when the batch began: added now (the station is read only for this), or
-    # added by an earlier report of this same batch.
-    evse = await _known_evse(uow, station_id, report.evse_number)
-    if evse is None:
-        station = await load_station(uow, station_id)
-        evse = await evse_for(uow, station, report.evse_number, at=report.received_at)
+    # Not known when the batch began: added now, or by an earlier report of this same batch
+    # (``evse_for`` finds that one).
+    station = await load_station(uow, station_id)
+    evse = await evse_for(uow, station, report.evse_number, at=report.received_at)
     if evse.status not in (report.status, "REMOVED"):
         _set_status(uow, evse, report.status, report.received_at)
 

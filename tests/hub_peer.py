@@ -19,13 +19,12 @@ in either direction, as ``EmspPeer`` does.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-from ocpi_peer import VERSION, EmspPeer, Recorded, _token_of
+from ocpi_peer import VERSION, EmspPeer, Recorded, _token_of, serve_on_loopback
 from yarl import URL
 
 __all__ = ["HubPeer", "ListServer", "ListingEmspPeer", "client_info", "token"]
@@ -92,13 +91,7 @@ class ListServer:
         app.router.add_get(f"/{VERSION}/tokens", self._tokens)
         app.router.add_get(f"/{VERSION}/hubclientinfo", self._clients)
         app.router.add_post(f"/{VERSION}/tokens/{{uid}}/authorize", self._authorize)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        self.port = server.sockets[0].getsockname()[1]
+        self._runner, self.port = await serve_on_loopback(app)
         return self
 
     async def stop(self) -> None:

@@ -59,6 +59,17 @@ class Recorded:
     token: str | None
 
 
+async def serve_on_loopback(app: web.Application) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on a free loopback port; return its runner (to clean up) and the port."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server = site._server  # aiohttp exposes the bound port only here
+    assert isinstance(server, asyncio.Server)
+    return runner, server.sockets[0].getsockname()[1]
+
+
 @dataclass
 class EmspPeer:
     """See the module docstring."""
@@ -106,13 +117,7 @@ class EmspPeer:
         router.add_route("*", f"/{VERSION}/tariffs/{{tail:.*}}", self._tariffs)
         router.add_post(f"/{VERSION}/tokens/{{uid}}/authorize", self._authorize)
         router.add_route("*", "/callbacks/{tail:.*}", self._callback)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        self.port = server.sockets[0].getsockname()[1]
+        self._runner, self.port = await serve_on_loopback(app)
         return self
 
     async def stop(self) -> None:

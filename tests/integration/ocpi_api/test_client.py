@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 
 import pytest
 from aiohttp import web
+from ocpi_peer import serve_on_loopback
 
 from ocpi_api.client import OcpiClient, PartnerUnreachable, authorization_header, join_url
 
@@ -14,13 +14,8 @@ from ocpi_api.client import OcpiClient, PartnerUnreachable, authorization_header
 async def serve(handler: web.RequestHandler) -> tuple[web.AppRunner, str]:
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server = site._server
-    assert isinstance(server, asyncio.Server)
-    return runner, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    runner, port = await serve_on_loopback(app)
+    return runner, f"http://127.0.0.1:{port}"
 
 
 @pytest.mark.parametrize(
