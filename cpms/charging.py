@@ -29,15 +29,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, insert, select, tuple_, update
 from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.util import identity_key
 
 from cpms.authorization import Authorization, Operator, unknown_cdr_token
 from cpms.cdrs import credit_cdr, issue_cdr
 from cpms.events import SessionEnded, SessionStarted, SessionUpdated
 from cpms.model import (
+    BilledReading,
     Connector,
     Evse,
     MeterSample,
@@ -63,12 +65,14 @@ __all__ = [
     "Sample",
     "StartOutcome",
     "StartRequest",
+    "StationMeterReport",
     "StopOutcome",
     "StopRequest",
     "energy_reading",
     "evse_of",
     "finish_billing",
     "max_power_w",
+    "record_meter_reports",
     "record_meter_values",
     "session_of",
     "session_power_w",
@@ -404,8 +408,16 @@ def _current_reading(samples: tuple[Sample, ...]) -> Decimal | None:
     return totals[0] if totals else None
 
 
+class _Odometer(Protocol):
+    """What billing a step needs: a ``Session``, or the grouped write's ``_Meter``."""
+
+    energy_wh: Decimal
+    last_meter_wh: Decimal | None
+    last_meter_at: datetime | None
+
+
 def _advance(
-    session: Session, reading_wh: Decimal, at: datetime, max_power_w: Decimal
+    session: _Odometer, reading_wh: Decimal, at: datetime, max_power_w: Decimal
 ) -> tuple[bool, str | None]:
     """Bill the step from the last accepted reading to this one.
 
@@ -459,32 +471,59 @@ async def _store_meter_values(
                 sample_flags.append(refused)
             if moved:
                 record_billed_reading(uow, session, at, _current_reading(meter_value.samples))
-        for sample in meter_value.samples:
-            billed_register = sample.measurand == ENERGY_REGISTER
-            uow.session.add(
-                MeterSample(
-                    session_id=session.id if session is not None else None,
-                    station_id=station_id,
-                    ocpp_evse_id=evse_number,
-                    sampled_at=at,
-                    station_time=meter_value.station_time if clock_wrong else None,
-                    received_at=received_at,
-                    measurand=sample.measurand[:48],
-                    phase=sample.phase,
-                    location=sample.location,
-                    context=sample.context,
-                    unit=sample.unit,
-                    value=sample.value,
-                    value_si=sample.value_si,
-                    signed_data=sample.signed_data,
-                    flags=(sample_flags if billed_register or clock_wrong else None) or None,
-                )
+        uow.session.add_all(
+            MeterSample(**row)
+            for row in _sample_rows(
+                session.id if session is not None else None,
+                station_id,
+                evse_number,
+                meter_value,
+                at,
+                clock_wrong,
+                received_at,
+                sample_flags,
             )
+        )
         flags.update(sample_flags)
     if session is not None and bill:
         for flag in sorted(flags):
             _flag(session, flag)
     return flags
+
+
+def _sample_rows(
+    session_id: str | None,
+    station_id: str,
+    evse_number: int,
+    meter_value: MeterValue,
+    at: datetime,
+    clock_wrong: bool,
+    received_at: datetime,
+    flags: list[str],
+) -> list[dict[str, Any]]:
+    """The ``meter_sample`` rows of one reading (taken ``at``, our trusted time)."""
+    return [
+        {
+            "session_id": session_id,
+            "station_id": station_id,
+            "ocpp_evse_id": evse_number,
+            "sampled_at": at,
+            "station_time": meter_value.station_time if clock_wrong else None,
+            "received_at": received_at,
+            "measurand": sample.measurand[:48],
+            "phase": sample.phase,
+            "location": sample.location,
+            "context": sample.context,
+            "unit": sample.unit,
+            "value": sample.value,
+            "value_si": sample.value_si,
+            "signed_data": sample.signed_data,
+            # Only the billed register carries the billing verdict; every sample the clock's.
+            "flags": (flags if sample.measurand == ENERGY_REGISTER or clock_wrong else None)
+            or None,
+        }
+        for sample in meter_value.samples
+    ]
 
 
 async def _already_stored(
@@ -543,13 +582,18 @@ def _running_cost_due(session: Session, priced_through: datetime | None) -> bool
     always priced from every reading.
     """
     now = session.last_meter_at
+    if _pricing_minute_began(now, priced_through):
+        return True
+    if now is None or priced_through is None or not session.tariff_switches:
+        return False
+    return any(priced_through < switch.at <= now for switch in tariff_switches_of(session))
+
+
+def _pricing_minute_began(now: datetime | None, priced_through: datetime | None) -> bool:
+    """Whether the newest reading (``now``) is the first of a clock minute."""
     if now is None:
         return False
-    if priced_through is None or now.replace(second=0, microsecond=0) > priced_through:
-        return True
-    return bool(session.tariff_switches) and any(
-        priced_through < switch.at <= now for switch in tariff_switches_of(session)
-    )
+    return priced_through is None or now.replace(second=0, microsecond=0) > priced_through
 
 
 async def record_meter_values(uow: UnitOfWork, station_id: str, report: MeterReport) -> set[str]:
@@ -597,6 +641,261 @@ async def record_meter_values(uow: UnitOfWork, station_id: str, report: MeterRep
             )
         )
     return flags
+
+
+StationMeterReport = tuple[str, MeterReport]
+"""A meter report with the id of the station that sent it."""
+
+
+@dataclass(slots=True)
+class _Meter:
+    """What the grouped write needs of a session, read with one SELECT for the batch.
+
+    It has ``Session``'s names for what ``_advance`` and ``_running_cost_due`` use, so the
+    same rules bill it.
+    """
+
+    id: str
+    status: str
+    ended: bool
+    energy_wh: Decimal
+    last_meter_wh: Decimal | None
+    last_meter_at: datetime | None
+    flags: list[str]
+    tariff_switches: list[dict[str, Any]] | None
+    power_w: Decimal
+    priced_through: datetime | None
+    """``last_meter_at`` as the transaction found it: ``_running_cost_due``'s reference."""
+
+
+@dataclass(slots=True)
+class _MeterWrites:
+    """Rows for the grouped write, sent with one executemany per table."""
+
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    billed: list[dict[str, Any]] = field(default_factory=list)
+    sessions: dict[str, _Meter] = field(default_factory=dict)
+    """Sessions whose readings moved, written once each with their final state."""
+    heard_at: dict[str, datetime] = field(default_factory=dict)
+
+    async def send(self, uow: UnitOfWork) -> None:
+        connection = await uow.session.connection()
+        if self.samples:
+            await connection.execute(_SAMPLE_INSERT, self.samples)
+        if self.billed:
+            await connection.execute(_BILLED_INSERT, self.billed)
+        if self.sessions:
+            await connection.execute(
+                _METER_SET,
+                [
+                    {
+                        "meter_session": meter.id,
+                        "meter_energy_wh": meter.energy_wh,
+                        "meter_last_wh": meter.last_meter_wh,
+                        "meter_last_at": meter.last_meter_at,
+                        "meter_flags": meter.flags,
+                        "meter_heard_at": self.heard_at[meter.id],
+                    }
+                    for meter in self.sessions.values()
+                ],
+            )
+        self.samples.clear()
+        self.billed.clear()
+        self.sessions.clear()
+
+
+_SESSION = Session.__table__
+# Built once (composing them per batch cost more CPU than running them).
+_METERS_OF = (
+    select(
+        _SESSION.c.id,
+        _SESSION.c.station_id,
+        _SESSION.c.transaction_id,
+        _SESSION.c.status,
+        _SESSION.c.end_date_time,
+        _SESSION.c.energy_wh,
+        _SESSION.c.last_meter_wh,
+        _SESSION.c.last_meter_at,
+        _SESSION.c.flags,
+        _SESSION.c.tariff_switches,
+        _CONNECTOR.c.max_electric_power,
+        _CONNECTOR.c.power_type,
+        _CONNECTOR.c.max_voltage,
+        _CONNECTOR.c.max_amperage,
+    )
+    .select_from(_SESSION.outerjoin(_CONNECTOR, _CONNECTOR.c.evse_uid == _SESSION.c.evse_uid))
+    .where(
+        tuple_(_SESSION.c.station_id, _SESSION.c.transaction_id).in_(
+            bindparam("keys", expanding=True)
+        )
+    )
+    .order_by(_SESSION.c.id, _CONNECTOR.c.position)
+)
+_SAMPLE_INSERT = insert(MeterSample.__table__)
+_BILLED_INSERT = insert(BilledReading.__table__)
+_METER_SET = (
+    update(_SESSION)
+    .where(_SESSION.c.id == bindparam("meter_session"))
+    .values(
+        energy_wh=bindparam("meter_energy_wh"),
+        last_meter_wh=bindparam("meter_last_wh"),
+        last_meter_at=bindparam("meter_last_at"),
+        flags=bindparam("meter_flags"),
+        heard_at=bindparam("meter_heard_at"),
+        last_updated=bindparam("meter_heard_at"),
+    )
+)
+
+
+async def _meters_of(uow: UnitOfWork, keys: set[tuple[str, str]]) -> dict[tuple[str, str], _Meter]:
+    """The sessions of these (station, transaction id) pairs, with their EVSE's power."""
+    connection = await uow.session.connection()
+    meters: dict[tuple[str, str], _Meter] = {}
+    for row in await connection.execute(_METERS_OF, {"keys": list(keys)}):
+        key = (row.station_id, row.transaction_id)
+        if key in meters:
+            continue  # a further connector of the same EVSE: the first one counts
+        power = (
+            FALLBACK_MAX_POWER_W
+            if row.power_type is None
+            else _connector_power_w(
+                row.max_electric_power, row.power_type, row.max_voltage, row.max_amperage
+            )
+        )
+        meters[key] = _Meter(
+            id=row.id,
+            status=row.status,
+            ended=row.end_date_time is not None,
+            energy_wh=row.energy_wh,
+            last_meter_wh=row.last_meter_wh,
+            last_meter_at=row.last_meter_at,
+            flags=list(row.flags or ()),
+            tariff_switches=row.tariff_switches,
+            power_w=power,
+            priced_through=row.last_meter_at,
+        )
+    return meters
+
+
+def _in_order(meter: _Meter, report: MeterReport) -> bool:
+    """Whether every reading of ``report`` is newer than the last one ``meter`` billed.
+
+    Only such a report can be no replay (``_already_stored`` would ask nothing of it).
+    """
+    last = meter.last_meter_at
+    for meter_value in report.meter_values:
+        at, _ = trusted_time(meter_value.station_time, report.received_at)
+        if last is not None and at <= last:
+            return False
+        if energy_reading(meter_value.samples) is not None:
+            last = at
+    return True
+
+
+def _grouped_write_fits(uow: UnitOfWork, meter: _Meter | None, report: MeterReport) -> bool:
+    """Whether ``report`` can be written by the grouped way; else ``record_meter_values``.
+
+    That one takes the rare cases: an unknown transaction (logged), a session already
+    ended, a reading that may be a replay, a session with tariff switches, and a session
+    this transaction holds as an object (whose state a Core UPDATE must not go behind).
+    """
+    if report.transaction_id is None:
+        return True
+    return (
+        meter is not None
+        and not meter.ended
+        and not meter.tariff_switches
+        and identity_key(Session, meter.id) not in uow.session.identity_map
+        and _in_order(meter, report)
+    )
+
+
+def _add_report(
+    uow: UnitOfWork,
+    writes: _MeterWrites,
+    station_id: str,
+    report: MeterReport,
+    meter: _Meter | None,
+) -> set[str]:
+    """``record_meter_values``' rules for a report ``_grouped_write_fits``, as rows to write."""
+    flags: set[str] = set()
+    session_id = meter.id if meter is not None else None
+    for meter_value in report.meter_values:
+        at, clock_wrong = trusted_time(meter_value.station_time, report.received_at)
+        sample_flags = ["station_clock"] if clock_wrong else []
+        reading = energy_reading(meter_value.samples)
+        if reading is not None and meter is not None:
+            moved, refused = _advance(meter, reading, at, meter.power_w)
+            if refused is not None:
+                sample_flags.append(refused)
+            if moved:
+                writes.billed.append(
+                    {
+                        "session_id": meter.id,
+                        "at": at,
+                        "energy_wh": meter.energy_wh,
+                        "current_a": _current_reading(meter_value.samples),
+                    }
+                )
+        writes.samples.extend(
+            _sample_rows(
+                session_id,
+                station_id,
+                report.evse_number,
+                meter_value,
+                at,
+                clock_wrong,
+                report.received_at,
+                sample_flags,
+            )
+        )
+        flags.update(sample_flags)
+    if meter is not None:
+        meter.flags.extend(sorted(flags - set(meter.flags)))
+        writes.sessions[meter.id] = meter
+        writes.heard_at[meter.id] = report.received_at
+        uow.record(
+            SessionUpdated(occurred_at=report.received_at, session_id=meter.id, status=meter.status)
+        )
+    return flags
+
+
+async def record_meter_reports(
+    uow: UnitOfWork, reports: Sequence[StationMeterReport]
+) -> list[set[str]]:
+    """``record_meter_values`` for many reports, with a few statements for all of them.
+
+    Written for ``GroupCommitter.run_grouped``, like ``station_lifecycle.record_statuses``:
+    the sessions of every report are read in one SELECT (with their EVSE's power), the
+    samples and billing points inserted with one executemany each, and each session updated
+    once. A session whose running cost is due is re-priced through the ORM after those
+    statements. Reports ``_grouped_write_fits`` refuses go through ``record_meter_values``,
+    in their place in the order.
+    """
+    # Changes earlier works in this transaction left pending must reach the database first
+    # (a no-op when nothing is pending).
+    await uow.session.flush()
+    keys = {(s, r.transaction_id) for s, r in reports if r.transaction_id is not None}
+    meters = await _meters_of(uow, keys) if keys else {}
+    writes = _MeterWrites()
+    due: dict[str, _Meter] = {}
+    results: list[set[str]] = []
+    for station_id, report in reports:
+        tid = report.transaction_id
+        meter = None if tid is None else meters.get((station_id, tid))
+        if not _grouped_write_fits(uow, meter, report):
+            await writes.send(uow)  # what it reads must include what came before it
+            results.append(await record_meter_values(uow, station_id, report))
+            continue
+        results.append(_add_report(uow, writes, station_id, report, meter))
+        if meter is not None and _pricing_minute_began(meter.last_meter_at, meter.priced_through):
+            due[meter.id] = meter  # no tariff switches here: the minute alone decides
+    await writes.send(uow)
+    for meter in due.values():
+        session = await uow.session.get(Session, meter.id)
+        if session is not None:
+            await refresh_running_cost(uow, session)
+    return results
 
 
 async def stop_transaction(

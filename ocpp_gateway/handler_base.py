@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from cpms.authorization import Authorization
+from cpms.charging import MeterReport, record_meter_reports
 from cpms.station_lifecycle import (
     BootReport,
     BootStatus,
@@ -57,6 +58,12 @@ class HandlerBase:
     async def _record_status(self, context: CallContext, report: StatusReport) -> None:
         # Grouped: the status reports of a batch are written with a few statements for all.
         await self.services.committer.run_grouped(record_statuses, (context.station_id, report))
+
+    async def _record_meter_report(self, context: CallContext, report: MeterReport) -> None:
+        # Grouped too: the commonest message of a charging station.
+        await self.services.committer.run_grouped(
+            record_meter_reports, (context.station_id, report)
+        )
 
     async def _log(
         self,

@@ -8,6 +8,7 @@ exactly what was stored.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -53,6 +54,53 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    # On SQLite the two steps above (ours, then the dialect's text formatting and regex
+    # parsing) were a tenth of the CPU of a meter-values write; one C call each way does
+    # both and keeps SQLAlchemy's storage format ("YYYY-MM-DD HH:MM:SS.ffffff"), so stored
+    # values, comparisons and ordering are unchanged.
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[datetime | None], Any] | None:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+        return _sqlite_text
+
+    def result_processor(
+        self, dialect: Dialect, coltype: object
+    ) -> Callable[[Any], datetime | None] | None:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+        return _sqlite_datetime
+
+
+_texts: dict[datetime, str] = {}
+"""Recent conversions: a reading's times come once for each of its samples, and the receive
+time once for every reading of a message. Kept small; a value is one instant, whatever its
+time zone, so equal keys always have the same text."""
+_TEXTS_KEPT = 512
+
+
+def _sqlite_text(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    text = _texts.get(value)
+    if text is not None:
+        return text
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: the core stores aware UTC times only")
+    utc = value if value.tzinfo is UTC else value.astimezone(UTC)
+    text = utc.isoformat(" ", "microseconds")[:26]  # without "+00:00": naive UTC wall time
+    if len(_texts) >= _TEXTS_KEPT:
+        _texts.clear()
+    _texts[value] = text
+    return text
+
+
+def _sqlite_datetime(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    parsed = datetime.fromisoformat(value)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 class ExactDecimal(TypeDecorator[Decimal]):

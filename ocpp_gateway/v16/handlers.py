@@ -23,7 +23,6 @@ from cpms.charging import (
     MeterReport,
     StartRequest,
     StopRequest,
-    record_meter_values,
     start_transaction,
     stop_transaction,
 )
@@ -114,9 +113,7 @@ class _Handlers(HandlerBase):
                 station=context.station_id,
             ),
         )
-        await self._write(
-            partial(record_meter_values, station_id=context.station_id, report=report)
-        )
+        await self._record_meter_report(context, report)
         return {}
 
     async def start_transaction(self, context: CallContext, call: Call) -> Payload:

@@ -20,7 +20,7 @@ from functools import partial
 from typing import Any
 
 from cpms.authorization import Authorization, AuthorizationStatus
-from cpms.charging import MeterReport, record_meter_values
+from cpms.charging import MeterReport
 from cpms.station_lifecycle import (
     BootReport,
     StatusReport,
@@ -143,9 +143,7 @@ class _Handlers(HandlerBase):
                 station=context.station_id,
             ),
         )
-        await self._write(
-            partial(record_meter_values, station_id=context.station_id, report=report)
-        )
+        await self._record_meter_report(context, report)
         return {}
 
     # E: Transactions (and I: their cost)

@@ -32,7 +32,7 @@ from cpms.charging import (
     StartRequest,
     StopOutcome,
     StopRequest,
-    record_meter_values,
+    record_meter_reports,
 )
 from cpms.group_commit import GroupCommitter
 from cpms.locations import DefaultLocation, assign_tariffs
@@ -126,7 +126,9 @@ async def _meter(
         meter_values=(MeterValue(at, samples),),
         transaction_id=transaction_id,
     )
-    return await _in_uow(uow, lambda u: record_meter_values(u, station_id, report))
+    # The gateway's way: the grouped write, which hands the rare cases to record_meter_values.
+    (flags,) = await _in_uow(uow, lambda u: record_meter_reports(u, [(station_id, report)]))
+    return flags
 
 
 async def _session(uow: UnitOfWorkFactory, session_id: str) -> Session:
