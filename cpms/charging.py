@@ -217,13 +217,15 @@ def _connector_power_w(
 
 _CONNECTOR = Connector.__table__
 # Built once: the meter-values hot path reads only these four numbers of the EVSE.
+_POWER_COLUMNS = (
+    _CONNECTOR.c.max_electric_power,
+    _CONNECTOR.c.power_type,
+    _CONNECTOR.c.max_voltage,
+    _CONNECTOR.c.max_amperage,
+)
+"""What ``_connector_power_w`` needs of a connector, in its argument order."""
 _FIRST_CONNECTOR_POWER = (
-    select(
-        _CONNECTOR.c.max_electric_power,
-        _CONNECTOR.c.power_type,
-        _CONNECTOR.c.max_voltage,
-        _CONNECTOR.c.max_amperage,
-    )
+    select(*_POWER_COLUMNS)
     .where(_CONNECTOR.c.evse_uid == bindparam("evse_uid"))
     .order_by(_CONNECTOR.c.position)
     .limit(1)
@@ -718,10 +720,7 @@ _METERS_OF = (
         _SESSION.c.last_meter_at,
         _SESSION.c.flags,
         _SESSION.c.tariff_switches,
-        _CONNECTOR.c.max_electric_power,
-        _CONNECTOR.c.power_type,
-        _CONNECTOR.c.max_voltage,
-        _CONNECTOR.c.max_amperage,
+        *_POWER_COLUMNS,
     )
     .select_from(_SESSION.outerjoin(_CONNECTOR, _CONNECTOR.c.evse_uid == _SESSION.c.evse_uid))
     .where(
