@@ -465,14 +465,10 @@ async def _store_meter_values(
         at, clock_wrong = trusted_time(meter_value.station_time, received_at)
         if await _already_stored(uow, session, at, meter_value.samples):
             continue
-        sample_flags = ["station_clock"] if clock_wrong else []
-        reading = energy_reading(meter_value.samples)
-        if reading is not None and session is not None and bill:
-            moved, refused = _advance(session, reading, at, power_limit_w)
-            if refused is not None:
-                sample_flags.append(refused)
-            if moved:
-                record_billed_reading(uow, session, at, _current_reading(meter_value.samples))
+        billed = session if bill else None
+        sample_flags, moved = _bill_reading(billed, meter_value, at, clock_wrong, power_limit_w)
+        if moved and session is not None:
+            record_billed_reading(uow, session, at, _current_reading(meter_value.samples))
         uow.session.add_all(
             MeterSample(**row)
             for row in _sample_rows(
@@ -491,6 +487,28 @@ async def _store_meter_values(
         for flag in sorted(flags):
             _flag(session, flag)
     return flags
+
+
+def _bill_reading(
+    odometer: _Odometer | None,
+    meter_value: MeterValue,
+    at: datetime,
+    clock_wrong: bool,
+    power_limit_w: Decimal,
+) -> tuple[list[str], bool]:
+    """Bill one reading's energy step on ``odometer`` (None: nothing is billed).
+
+    Return the flags its samples carry and whether it moved the billing timeline (then a
+    billing point is due at ``at``).
+    """
+    flags = ["station_clock"] if clock_wrong else []
+    reading = energy_reading(meter_value.samples)
+    if reading is None or odometer is None:
+        return flags, False
+    moved, refused = _advance(odometer, reading, at, power_limit_w)
+    if refused is not None:
+        flags.append(refused)
+    return flags, moved
 
 
 def _sample_rows(
@@ -668,6 +686,8 @@ class _Meter:
     power_w: Decimal
     priced_through: datetime | None
     """``last_meter_at`` as the transaction found it: ``_running_cost_due``'s reference."""
+    heard_at: datetime | None = None
+    """Receive time of the newest report written for it in this batch."""
 
 
 @dataclass(slots=True)
@@ -678,7 +698,6 @@ class _MeterWrites:
     billed: list[dict[str, Any]] = field(default_factory=list)
     sessions: dict[str, _Meter] = field(default_factory=dict)
     """Sessions whose readings moved, written once each with their final state."""
-    heard_at: dict[str, datetime] = field(default_factory=dict)
 
     async def send(self, uow: UnitOfWork) -> None:
         connection = await uow.session.connection()
@@ -696,7 +715,7 @@ class _MeterWrites:
                         "meter_last_wh": meter.last_meter_wh,
                         "meter_last_at": meter.last_meter_at,
                         "meter_flags": meter.flags,
-                        "meter_heard_at": self.heard_at[meter.id],
+                        "meter_heard_at": meter.heard_at,
                     }
                     for meter in self.sessions.values()
                 ],
@@ -821,21 +840,17 @@ def _add_report(
     session_id = meter.id if meter is not None else None
     for meter_value in report.meter_values:
         at, clock_wrong = trusted_time(meter_value.station_time, report.received_at)
-        sample_flags = ["station_clock"] if clock_wrong else []
-        reading = energy_reading(meter_value.samples)
-        if reading is not None and meter is not None:
-            moved, refused = _advance(meter, reading, at, meter.power_w)
-            if refused is not None:
-                sample_flags.append(refused)
-            if moved:
-                writes.billed.append(
-                    {
-                        "session_id": meter.id,
-                        "at": at,
-                        "energy_wh": meter.energy_wh,
-                        "current_a": _current_reading(meter_value.samples),
-                    }
-                )
+        limit = meter.power_w if meter is not None else FALLBACK_MAX_POWER_W
+        sample_flags, moved = _bill_reading(meter, meter_value, at, clock_wrong, limit)
+        if moved and meter is not None:
+            writes.billed.append(
+                {
+                    "session_id": meter.id,
+                    "at": at,
+                    "energy_wh": meter.energy_wh,
+                    "current_a": _current_reading(meter_value.samples),
+                }
+            )
         writes.samples.extend(
             _sample_rows(
                 session_id,
@@ -851,8 +866,8 @@ def _add_report(
         flags.update(sample_flags)
     if meter is not None:
         meter.flags.extend(sorted(flags - set(meter.flags)))
+        meter.heard_at = report.received_at
         writes.sessions[meter.id] = meter
-        writes.heard_at[meter.id] = report.received_at
         uow.record(
             SessionUpdated(occurred_at=report.received_at, session_id=meter.id, status=meter.status)
         )
