@@ -28,7 +28,11 @@ pays next to nothing for its outbox). Session and CDR pushes carry their locatio
 **Full sync.** ``queue_full_sync`` queues a whole PUT of every current tariff and every
 location a partner may see when its registration completes (and, after a credentials
 update, for a receiver endpoint that is new or moved), in short transactions of
-``SYNC_BATCH`` objects, as ordinary pushes.
+``SYNC_BATCH`` objects, as ordinary pushes in the partner's background lane: every live
+push (what changed since) is due before them, so a partner's 10,000 locations being sent
+do not hold up a status change for minutes. A live push of an object still waiting in
+the background lane (or of a session at a location waiting there) brings that object's
+pushes forward (``fan_out``), since it goes out with them or after them.
 
 **Delivery bookkeeping.** The pusher asks for ``due_heads`` (per partner and object, the
 oldest pending push, if it is due; a session's or CDR's not while its location's, or a
@@ -54,9 +58,10 @@ status and its hold.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Select, String, and_, exists, func, insert, literal, or_, select, update
@@ -81,6 +86,7 @@ __all__ = [
     "DueHead",
     "FanOut",
     "FullSync",
+    "Lane",
     "PartnerBacklog",
     "backlog",
     "claim",
@@ -348,24 +354,56 @@ async def fan_out(uow: UnitOfWork, *, limit: int = FAN_OUT_BATCH) -> FanOut:
             await uow.rollback()
             return FanOut(0, 0, contended=True, receives=receives)
         queued = 0
+        live: dict[int, set[str]] = {}
         for entry in entries:
             to = await _recipients(targets, entry)
+            payload = dict(entry.payload or {}) | dict(to.also)
             for partner_id in to.partners:
                 uow.session.add(
                     OcpiPush(
                         partner_id=partner_id,
                         object_key=to.key,
                         kind=to.kind,
-                        payload=dict(entry.payload or {}) | dict(to.also),
+                        payload=payload,
                         created_at=entry.created_at,
                         available_at=now,
                         attempts=0,
                     )
                 )
                 targets.queued(partner_id, to.key)
+                live.setdefault(partner_id, set()).update(_waited_for(to.key, to.kind, payload))
                 queued += 1
+        for partner_id, keys in live.items():
+            await _bring_forward(uow, partner_id, keys)
         await uow.commit()
     return FanOut(len(entries), queued, receives=receives)
+
+
+def _waited_for(key: str, kind: str, payload: Mapping[str, Any]) -> list[str]:
+    """The objects a live push of ``key`` goes out with or after: itself, its location."""
+    if kind in _AFTER_LOCATION and payload.get("location_id"):
+        return [key, f"location:{payload['location_id']}"]
+    return [key]
+
+
+async def _bring_forward(uow: UnitOfWork, partner_id: int, keys: Collection[str]) -> None:
+    """Move the background pushes of ``keys`` to the partner's live lane.
+
+    A live push waits for the older pushes of its object (and a session's for its
+    location's first); left in the background lane, those would hold it up behind a
+    whole full sync.
+    """
+    await uow.session.execute(
+        update(OcpiPush)
+        .where(
+            OcpiPush.partner_id == partner_id,
+            OcpiPush.object_key.in_(sorted(keys)),
+            _pending(),
+            OcpiPush.background.is_(True),
+        )
+        .values(background=False)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def _sweep(uow: UnitOfWork, now: datetime) -> FanOut:
@@ -441,12 +479,16 @@ class DueHead:
     id: int
     partner_id: int
     object_key: str
+    background: bool = False
+    """In the partner's background lane (a full sync's push), see ``due_heads``."""
 
 
+@cache
 def _pending() -> Any:
     return OcpiPush.done_at.is_(None)
 
 
+@cache  # one expression, built once: it is part of every delivery query
 def _is_head() -> Any:
     """No older push of the same partner and object is pending (in order per object)."""
     older = aliased(OcpiPush)
@@ -458,6 +500,7 @@ def _is_head() -> Any:
     )
 
 
+@cache  # one expression, built once: it is part of every delivery query
 def _not_waiting() -> Any:
     """A session's or CDR's push does not wait for another object's (in order across objects).
 
@@ -489,43 +532,84 @@ def _not_waiting() -> Any:
     return or_(OcpiPush.kind.not_in(_AFTER_LOCATION), ~waits_for)
 
 
+Lane = tuple[int, bool]
+"""A partner's live (False) or background (True) pushes, delivered one batch at a time."""
+
+
+async def _open_lanes(uow: UnitOfWork, skip: Collection[int], busy: Collection[Lane]) -> list[Lane]:
+    """Every partner's two lanes but those of ``skip`` partners and the ``busy`` ones.
+
+    Read from the partner table (a handful of rows), so each lane is then one index range
+    of ``ix_ocpi_push_partner_id_background_done_at_id``, never a pass over every pending
+    push: a new partner's full sync leaves 10,000 of them.
+    """
+    partners = await uow.session.scalars(select(OcpiPartner.id).order_by(OcpiPartner.id))
+    return [
+        (partner_id, background)
+        for partner_id in partners
+        if partner_id not in skip
+        for background in (False, True)
+        if (partner_id, background) not in busy
+    ]
+
+
+def _in_lane(lane: Lane) -> list[Any]:
+    partner_id, background = lane
+    # ``=``, not ``IS``: PostgreSQL uses an index for the one only
+    return [OcpiPush.partner_id == partner_id, OcpiPush.background == background, _pending()]
+
+
 async def due_heads(
-    uow: UnitOfWork, *, now: datetime, per_partner: int = 25, skip: Sequence[int] = ()
+    uow: UnitOfWork,
+    *,
+    now: datetime,
+    per_partner: int = 25,
+    skip: Collection[int] = (),
+    busy: Collection[Lane] = (),
 ) -> list[DueHead]:
-    """Per partner and object, the oldest pending push if it is due; oldest first.
+    """Per partner and object, the oldest pending push if it is due; live first, then oldest.
 
     A push waits while an older push of the same object is pending (in order per
     object), and a session's or CDR's while its location's or session's does
-    (``_not_waiting``). At most ``per_partner`` objects of each partner, so a partner
-    catching up on a long backlog does not hold up the others; partners in ``skip``
-    (backing off) are left out.
+    (``_not_waiting``). Each partner has two lanes: live pushes (what changed) and
+    background ones (``OcpiPush.background``: a full sync), so a new partner's 10,000
+    locations never hold up a status change meanwhile. At most ``per_partner`` objects of
+    each lane, so a partner catching up on a long backlog does not hold up the others;
+    partners in ``skip`` (backing off) are left out, and so are the ``busy`` lanes
+    (being delivered already).
     """
-    due = [_pending(), OcpiPush.available_at <= now, _is_head(), _not_waiting()]
-    if skip:
-        due.append(OcpiPush.partner_id.not_in(list(skip)))
+    due = [OcpiPush.available_at <= now, _is_head(), _not_waiting()]
     heads: list[DueHead] = []
     async with uow:
-        partners = await uow.session.scalars(
-            select(OcpiPush.partner_id).where(*due).group_by(OcpiPush.partner_id)
-        )
-        for partner_id in list(partners):
+        for lane in await _open_lanes(uow, skip, busy):
             rows = await uow.session.execute(
                 select(OcpiPush.id, OcpiPush.object_key)
-                .where(*due, OcpiPush.partner_id == partner_id)
+                .where(*_in_lane(lane), *due)
                 .order_by(OcpiPush.id)
                 .limit(per_partner)
             )
-            heads += [DueHead(id, partner_id, key) for id, key in rows.all()]
-    return sorted(heads, key=lambda head: head.id)
+            heads += [DueHead(id, lane[0], key, lane[1]) for id, key in rows.all()]
+    return sorted(heads, key=lambda head: (head.background, head.id))
 
 
-async def next_due(uow: UnitOfWork, *, skip: Sequence[int] = ()) -> datetime | None:
-    """When the earliest object waiting to be sent becomes due (``None``: none waits)."""
-    query = select(func.min(OcpiPush.available_at)).where(_pending(), _is_head(), _not_waiting())
-    if skip:
-        query = query.where(OcpiPush.partner_id.not_in(list(skip)))
+async def next_due(
+    uow: UnitOfWork, *, skip: Collection[int] = (), busy: Collection[Lane] = ()
+) -> datetime | None:
+    """When the earliest object waiting to be sent becomes due (``None``: none waits).
+
+    Lanes as in ``due_heads``: ``skip`` partners and ``busy`` lanes are left out.
+    """
+    earliest: datetime | None = None
     async with uow:
-        return await uow.session.scalar(query)
+        for lane in await _open_lanes(uow, skip, busy):
+            due = await uow.session.scalar(
+                select(func.min(OcpiPush.available_at)).where(
+                    *_in_lane(lane), _is_head(), _not_waiting()
+                )
+            )
+            if due is not None and (earliest is None or due < earliest):
+                earliest = due
+    return earliest
 
 
 async def claim(uow: UnitOfWork, head: DueHead, *, now: datetime, lease: float) -> list[OcpiPush]:
@@ -853,6 +937,7 @@ def _full_push(partner_id: int, module: str, object_id: str, now: datetime) -> d
         "object_key": key,
         "kind": kind,
         "payload": payload | {"sync": True},
+        "background": True,
         "created_at": now,
         "available_at": now,
         "attempts": 0,

@@ -1,12 +1,14 @@
 """The pusher: delivers what every partner must hear of, from the outbox, in order per object.
 
 One background loop per node. Each round it fans the outbox out into per-partner pushes
-(``cpms.push_queue.fan_out``), then starts one delivery task per partner (a slow partner
-holds up nobody else; ``PER_PARTNER`` of its objects at once). Per object, the oldest
-pending push that is due is claimed together with every other pending push of that object
-(a lease, so no other node sends them meanwhile), ``ocpi_api.push_bodies.plan`` renders
-the few requests that bring the partner up to date from the database as it is now, and
-each answer settles the pushes it carried:
+(``cpms.push_queue.fan_out``), then starts one delivery task per object that is due, at
+most ``PER_PARTNER`` at once in each partner's two lanes (a slow partner holds up nobody
+else; a full sync, the background lane, holds up none of the partner's live pushes; a
+push queued meanwhile starts as soon as one of its lane's requests is answered). Per
+object, the oldest pending push that is due is claimed together with every other pending
+push of that object (a lease, so no other node sends them meanwhile),
+``ocpi_api.push_bodies.plan`` renders the few requests that bring the partner up to date
+from the database as it is now, and each answer settles the pushes it carried:
 
 - HTTP 2xx with OCPI 1xxx: SENT (the others SUPERSEDED);
 - "unknown object" (HTTP 404, OCPI 2003 or 2004) to a PATCH or a sub-object PUT: the
@@ -78,6 +80,7 @@ from cpms.push_queue import (
     LEASE,
     SENT,
     DueHead,
+    Lane,
     claim,
     due_heads,
     fan_out,
@@ -100,10 +103,8 @@ log = logging.getLogger("ocpi_api.push")
 
 POLL_INTERVAL = 1.0
 """Seconds between rounds when nothing wakes the pusher (outbox rows of other nodes)."""
-HEADS_PER_ROUND = 25
-"""Objects of one partner delivered per round at most (then the others get their turn)."""
 PER_PARTNER = 4
-"""Objects of one partner on their way at once."""
+"""Objects of one partner's lane (live or background) on their way at once."""
 STOP_GRACE = 5.0
 """Seconds ``stop()`` lets requests on their way finish before cancelling them."""
 LEASE_MARGIN = 15.0
@@ -211,8 +212,8 @@ class Pusher:
         self._health: dict[int, _PartnerHealth] = {}
         self._held: set[int] = set()
         """Pushes leased by this pusher and not settled yet (handed back on stop)."""
-        self._busy: dict[int, asyncio.Task[None]] = {}
-        """Partners being delivered to, and the task doing it."""
+        self._flying: dict[Lane, dict[str, asyncio.Task[None]]] = {}
+        """Per partner's lane, the objects on their way (by object key) and their tasks."""
         self._partners = True
         """Some partner was registered at the last fan-out; False: no push can be due."""
         self._receives: frozenset[str] | None = None
@@ -247,7 +248,7 @@ class Pusher:
             return
         self._stopping = True
         self._wakeup.set()
-        running = [task, *self._busy.values()]
+        running = [task, *(one for lane in self._flying.values() for one in lane.values())]
         try:
             async with asyncio.timeout(STOP_GRACE):
                 await asyncio.shield(asyncio.gather(*running, return_exceptions=True))
@@ -270,14 +271,14 @@ class Pusher:
         while not self._stopping:
             self._wakeup.clear()
             try:
-                busy = await self._round()
+                more = await self._round()
             except Exception:
                 log.exception("push round failed; trying again in %.0f s", POLL_INTERVAL)
-                busy = False
+                more = False
             if self._stopping:
                 break
-            if busy:
-                continue
+            if more or self._wakeup.is_set():
+                continue  # a delivery ended or a commit came meanwhile: no need to ask when
             delay = POLL_INTERVAL
             with contextlib.suppress(Exception):
                 delay = await self._idle_delay()
@@ -289,17 +290,13 @@ class Pusher:
         now = asyncio.get_running_loop().time()
         return [pid for pid, health in self._health.items() if health.paused_until > now]
 
-    def _skipped(self) -> list[int]:
-        """Partners not to deliver to now: backing off, or being delivered to already."""
-        return sorted({*self._paused(), *self._busy})
-
     async def _idle_delay(self) -> float:
         """Seconds until something may be due: a push, or a paused partner's next probe."""
         if not self._partners:
             return POLL_INTERVAL  # nobody registered: nothing can be due, nothing to ask
         loop_now = asyncio.get_running_loop().time()
         delays = [POLL_INTERVAL]
-        due = await next_due(self.uow(), skip=self._skipped())
+        due = await next_due(self.uow(), skip=self._paused(), busy=self._full_lanes())
         if due is not None:
             delays.append((due - utcnow()).total_seconds())
         delays += [
@@ -308,7 +305,12 @@ class Pusher:
         return max(0.01, min(delays))
 
     async def _round(self) -> bool:
-        """Fan out the outbox, start delivering what is due; whether deliveries started."""
+        """Fan out the outbox, start delivering what is due; whether the outbox has more.
+
+        Every delivery that ends wakes the pusher for the next round, so nothing else
+        needs a round at once: a lane with room got every head that was due.
+        """
+        more = True
         for _ in range(50):  # bounded: a busy outbox must not starve delivery
             result = await fan_out(self.uow())
             if self._stopping:
@@ -316,44 +318,54 @@ class Pusher:
             if not result.contended:
                 self._partners, self._receives = result.partners, result.receives
             if result.events < FAN_OUT_BATCH and not result.contended:
+                more = False
                 break
         if not self._partners:
-            return False  # nobody registered: no push can be due, none is looked for
+            return more  # nobody registered: no push can be due, none is looked for
         heads = await due_heads(
-            self.uow(), now=utcnow(), per_partner=HEADS_PER_ROUND, skip=self._skipped()
+            self.uow(),
+            now=utcnow(),
+            per_partner=PER_PARTNER,
+            skip=self._paused(),
+            busy=self._full_lanes(),
         )
-        by_partner: dict[int, list[DueHead]] = {}
-        for head in heads:
-            by_partner.setdefault(head.partner_id, []).append(head)
-        for partner_id, partner_heads in by_partner.items():
-            health = self._health.get(partner_id)
-            if health is not None and health.failures:
-                partner_heads = partner_heads[:1]  # a probe, not a flood
-            # One task per partner: a slow partner holds up nobody else.
-            task = asyncio.create_task(
-                self._deliver_partner(partner_id, partner_heads), name=f"ocpi-push-{partner_id}"
-            )
-            self._busy[partner_id] = task
-            task.add_done_callback(lambda _, partner_id=partner_id: self._delivered(partner_id))
-        return bool(by_partner)
+        for head in heads:  # live heads first
+            lane = (head.partner_id, head.background)
+            flying = self._flying.setdefault(lane, {})
+            if head.object_key in flying or len(flying) >= self._room(lane):
+                continue  # on its way already (not claimed yet), or the lane is full
+            # One task per object, at most PER_PARTNER per lane: a slow partner holds up
+            # nobody else, a full sync (the background lane) holds up none of the
+            # partner's live pushes, and a push queued meanwhile starts as soon as any
+            # of its lane's requests is answered.
+            task = asyncio.create_task(self._deliver(head), name=f"ocpi-push-{head.id}")
+            flying[head.object_key] = task
+            task.add_done_callback(lambda done, head=head: self._delivered(head, done))
+        return more
 
-    def _delivered(self, partner_id: int) -> None:
-        self._busy.pop(partner_id, None)
+    def _room(self, lane: Lane) -> int:
+        """How many objects of ``lane`` may be on their way at once."""
+        partner_id, background = lane
+        other = self._flying.get((partner_id, not background))
+        health = self._health.get(partner_id)
+        if health is not None and health.failures:
+            # Probing a partner that failed: one request at a time, not one per lane.
+            return 0 if other else 1
+        if background and other:
+            # Live pushes on their way: the full sync goes on, one object at a time, so
+            # that what changes now has the node (and the partner) to itself.
+            return 1
+        return PER_PARTNER
+
+    def _full_lanes(self) -> list[Lane]:
+        return [lane for lane in self._flying if len(self._flying[lane]) >= self._room(lane)]
+
+    def _delivered(self, head: DueHead, task: asyncio.Task[None]) -> None:
+        lane = (head.partner_id, head.background)
+        self._flying.get(lane, {}).pop(head.object_key, None)
+        if not task.cancelled() and task.exception() is not None:  # _deliver handles its own
+            log.error("delivery to partner %d failed", head.partner_id, exc_info=task.exception())
         self._wakeup.set()  # its next objects may be due, or pushes queued meanwhile
-
-    async def _deliver_partner(self, partner_id: int, heads: list[DueHead]) -> None:
-        gate = asyncio.Semaphore(PER_PARTNER)
-
-        async def deliver(head: DueHead) -> None:
-            async with gate:
-                if self._stopping or partner_id in self._paused():
-                    return
-                await self._deliver(head)
-
-        results = await asyncio.gather(*(deliver(head) for head in heads), return_exceptions=True)
-        for result in results:
-            if isinstance(result, Exception):  # _deliver handles its own; this is a bug
-                log.error("delivery to partner %d failed", partner_id, exc_info=result)
 
     # One object
 

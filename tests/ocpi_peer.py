@@ -83,6 +83,8 @@ class EmspPeer:
     problems: list[str] = field(default_factory=list)
     down: bool = False
     """Answer every request with HTTP 503 (no envelope), as a platform that is down."""
+    delay: float = 0.0
+    """Seconds to think before answering each request, as a slow platform."""
     locations: dict[str, Any] = field(default_factory=dict)
     """Pushed Locations by location id, EVSEs and connectors patched in place."""
     sessions: dict[str, Any] = field(default_factory=dict)
@@ -256,6 +258,8 @@ class EmspPeer:
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if self.down:
             return web.Response(status=503, text="down for maintenance")
+        if self.delay:
+            await asyncio.sleep(self.delay)
         text = await request.text()
         body: Any = None
         if text:

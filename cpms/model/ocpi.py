@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy import ForeignKey, Index, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cpms.model.base import Base, BigId, utcnow
@@ -31,6 +31,13 @@ class OcpiPush(Base):
     __table_args__ = (
         Index("ix_ocpi_push_partner_id_done_at_id", "partner_id", "done_at", "id"),
         Index("ix_ocpi_push_partner_id_object_key_done_at", "partner_id", "object_key", "done_at"),
+        Index(
+            "ix_ocpi_push_partner_id_background_done_at_id",
+            "partner_id",
+            "background",
+            "done_at",
+            "id",
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -43,6 +50,10 @@ class OcpiPush(Base):
     kind: Mapped[str] = mapped_column(String(32))
     # The event's fields, or for a callback the URL and body to POST.
     payload: Mapped[dict[str, Any]]
+    # A full sync's push (``cpms.push_queue.queue_full_sync``): sent after the partner's
+    # live pushes, so a new partner's 10,000 locations do not hold up a status change. A
+    # live push of the object (or of a session there) makes it live (``fan_out``).
+    background: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     available_at: Mapped[datetime] = mapped_column(default=utcnow)
     attempts: Mapped[int] = mapped_column(default=0)

@@ -11,6 +11,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
+from push_support import location_document
 from sqlalchemy import func, select
 
 from cpms import locations, stations, tariffs
@@ -23,6 +24,8 @@ from cpms.push_queue import (
     due_heads,
     fan_out,
     make_available,
+    next_due,
+    queue_full_sync,
     settle,
 )
 from cpms.unit_of_work import UnitOfWorkFactory
@@ -207,3 +210,77 @@ async def test_pushes_of_one_object_go_in_order_and_one_claim_wins(uow: UnitOfWo
             )
         )
     assert [(row.outcome, row.response) for row in rows] == [(SUPERSEDED, None), (SENT, {"x": 1})]
+
+
+async def lanes(uow: UnitOfWorkFactory, **kwargs: Any) -> list[tuple[str, bool]]:
+    """The due heads as (object key, in the background lane), in the order given."""
+    heads = await due_heads(uow(), now=utcnow(), **kwargs)
+    return [(head.object_key, head.background) for head in heads]
+
+
+async def test_a_full_sync_waits_in_the_background_lane_behind_what_changes(
+    uow: UnitOfWorkFactory,
+) -> None:
+    await locations.import_locations(uow(), [location_document(1), location_document(2)])
+    await fan_out_all(uow)  # no partner yet: nothing queued
+    partner_id = await partner(uow, "new", endpoints={"locations": ALL_RECEIVERS["locations"]})
+    assert (await queue_full_sync(uow, partner_id)).locations == 2
+    assert await lanes(uow) == [("location:LOC-1", True), ("location:LOC-2", True)]
+
+    # Meanwhile a location appears: live, and due before the whole sync.
+    await locations.import_locations(uow(), [location_document(3)])
+    await fan_out_all(uow)
+    assert await lanes(uow) == [
+        ("location:LOC-3", False),
+        ("location:LOC-1", True),
+        ("location:LOC-2", True),
+    ]
+    # An EVSE of a location still waiting in the sync changes: that location's pushes go
+    # out with the change, in the live lane (its full PUT first, then the change).
+    await locations.change_evse(uow(), "LOC-2", "3256-2", {"physical_reference": "X"})
+    await fan_out_all(uow)
+    assert await lanes(uow) == [
+        ("location:LOC-2", False),
+        ("location:LOC-3", False),
+        ("location:LOC-1", True),
+    ]
+    # Each lane is delivered on its own: a busy one leaves the other due.
+    live, background = (partner_id, False), (partner_id, True)
+    assert await lanes(uow, busy=[background]) == [
+        ("location:LOC-2", False),
+        ("location:LOC-3", False),
+    ]
+    assert await lanes(uow, busy=[live]) == [("location:LOC-1", True)]
+    assert await lanes(uow, busy=[live, background]) == []
+    assert await next_due(uow(), busy=[live, background]) is None
+    assert await next_due(uow(), busy=[live]) is not None
+    assert await lanes(uow, skip=[partner_id]) == []
+
+
+async def test_a_session_brings_its_locations_full_sync_push_forward(
+    uow: UnitOfWorkFactory,
+) -> None:
+    await locations.import_locations(uow(), [location_document(1), location_document(2)])
+    await stations.create_station(uow(), "CP1", location_id="LOC-2")
+    await fan_out_all(uow)
+    owner = await partner(uow, "owner")
+    await queue_full_sync(uow, owner)
+    now = utcnow()
+    async with uow() as work:
+        work.session.add(
+            Session(
+                id="S1", country_code="NL", party_id="CPM", station_id="CP1",
+                location_id="LOC-2", status="ACTIVE", start_date_time=now,
+                cdr_token={"uid": "X"}, auth_method="WHITELIST", currency="EUR",
+                partner_id=owner, last_updated=now,
+            )
+        )  # fmt: skip
+        work.record(SessionStarted(occurred_at=now, session_id="S1", status="ACTIVE"))
+        await work.commit()
+    await fan_out_all(uow)
+    # The session waits for the partner's first push of its location, which is no longer
+    # at the back of the sync; the other location stays there.
+    assert await lanes(uow) == [("location:LOC-2", False), ("location:LOC-1", True)]
+    located = [head for head in await due_heads(uow(), now=utcnow()) if head.background is False]
+    await settle(uow(), [located[0].id], outcome=SENT, now=utcnow())
+    assert await lanes(uow) == [("session:S1", False), ("location:LOC-1", True)]

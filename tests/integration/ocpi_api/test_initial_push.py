@@ -222,3 +222,32 @@ async def test_the_full_sync_walks_in_short_transactions(
     keys = [p.object_key for p in await pushes(node)]
     assert sorted(keys) == sorted({*keys})  # each object queued once
     assert emsp_peer.problems == []
+
+
+async def test_what_changes_during_a_long_full_sync_overtakes_it(
+    node: Runtime, emsp_peer: EmspPeer
+) -> None:
+    count = 24
+    await locations.import_locations(
+        node.uow(), [location_document(n) for n in range(1, count + 1)]
+    )
+    await settled(node)
+    emsp_peer.delay = 0.1  # a slow platform: the sync takes a while
+    _, token_a = await invite_partner(node.uow())
+    await emsp_peer.register_with(f"{node.base_url()}/ocpi/versions", token_a)
+
+    # The last location of the sync changes while the first ones are on their way, and
+    # a new one appears: both reach the partner long before the sync is through.
+    await emsp_peer.wait_for(lambda: puts(emsp_peer, "locations"))
+    await locations.change_evse(
+        node.uow(), f"LOC-{count}", f"3256-{count}", {"physical_reference": "CHANGED"}
+    )
+    await locations.import_locations(node.uow(), [location_document(count + 1)])
+    await settled(node)
+
+    order = puts(emsp_peer, "locations")
+    assert sorted(order) == sorted(f"LOC-{n}" for n in range(1, count + 2))  # each once
+    assert order.index(f"LOC-{count}") < count // 2
+    assert order.index(f"LOC-{count + 1}") < count // 2
+    assert emsp_peer.locations[f"LOC-{count}"]["evses"][0]["physical_reference"] == "CHANGED"
+    assert emsp_peer.problems == []
