@@ -533,7 +533,7 @@ def _not_waiting() -> Any:
 
 
 Lane = tuple[int, bool]
-"""A partner's live (False) or background (True) pushes, delivered one batch at a time."""
+"""A partner's live (False) or background (True) pushes; the two are delivered side by side."""
 
 
 async def _open_lanes(uow: UnitOfWork, skip: Collection[int], busy: Collection[Lane]) -> list[Lane]:
@@ -575,8 +575,8 @@ async def due_heads(
     background ones (``OcpiPush.background``: a full sync), so a new partner's 10,000
     locations never hold up a status change meanwhile. At most ``per_partner`` objects of
     each lane, so a partner catching up on a long backlog does not hold up the others;
-    partners in ``skip`` (backing off) are left out, and so are the ``busy`` lanes
-    (being delivered already).
+    partners in ``skip`` (backing off) are left out, and so are the ``busy`` lanes (as
+    many of their objects on their way as they may have).
     """
     due = [OcpiPush.available_at <= now, _is_head(), _not_waiting()]
     heads: list[DueHead] = []
