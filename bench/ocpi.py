@@ -300,18 +300,6 @@ async def _locations_endpoint(peer: Any, versions_url: str) -> str:
     )
 
 
-async def _wait_quiet(peer: Any, quiet: float, bound: float) -> None:
-    """Wait until the peer heard nothing for ``quiet`` seconds (at most ``bound``)."""
-    deadline = time.monotonic() + bound
-    seen, since = len(peer.requests), time.monotonic()
-    while time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-        if len(peer.requests) != seen:
-            seen, since = len(peer.requests), time.monotonic()
-        elif time.monotonic() - since >= quiet:
-            return
-
-
 async def _push_stations(
     http: aiohttp.ClientSession, server: Server, args: argparse.Namespace
 ) -> list[Link]:
@@ -446,7 +434,6 @@ async def _against_node(server: Server, args: argparse.Namespace) -> dict[str, A
             )
             record["push_during_sync"] = await _push_latency(links, peer, args, SYNC_SAMPLES)
             record["sync"] = await _full_sync(http, server, peer, began, SYNC_BOUND)
-            await _wait_quiet(peer, 1.0, 10.0)
             locations_url = await _locations_endpoint(peer, versions_url)
             progress(f"ocpi: paging our node for {duration:.0f} s")
             record["paging"] = await _page(locations_url, peer.token_for_cpo, duration)
