@@ -50,7 +50,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from websockets.speedups import apply_mask
@@ -178,8 +178,8 @@ class Link(asyncio.Protocol):
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport (uvloop's does not subclass asyncio.Transport, hence no isinstance).
+        self._transport = transport = cast(asyncio.Transport, transport)
         key = base64.b64encode(random.randbytes(16)).decode()
         transport.write(
             (

@@ -24,7 +24,6 @@ time), 2 bad usage or configuration.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -36,7 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from cpms import locations, stations, tariffs, tokens
+from cpms import event_loop, locations, stations, tariffs, tokens
 from cpms.cdrs import CdrFilter, credit_cdr, get_cdr, list_cdrs
 from cpms.config import OPTIONS, Settings, load_settings
 from cpms.database import create_engine, current_revision, head_revision, prepare_schema
@@ -1443,24 +1442,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from cpms.runtime import demo
 
-            asyncio.run(
+            event_loop.run(
                 demo(
                     settings, stations=args.stations, ocpp=args.ocpp, seed=args.seed,
                     arrival_gap=args.arrival_gap, charge_time=args.charge_time,
                     meter_interval=args.meter_interval, progress_every=args.progress_every,
                     announce=_announce_demo, on_progress=_progress,
-                )
+                ),
+                settings.event_loop,
             )  # fmt: skip
             return 0
         if serving:
             from cpms.runtime import serve
 
-            asyncio.run(serve(settings, announce=_announce))
+            event_loop.run(serve(settings, announce=_announce), settings.event_loop)
             return 0
         if remote is not None:
-            result = asyncio.run(remote(args, settings))
+            result = event_loop.run(remote(args, settings), settings.event_loop)
         else:
-            result = asyncio.run(_run_action(args, settings))
+            result = event_loop.run(_run_action(args, settings), settings.event_loop)
     except UsageError as error:
         print(f"cpms: {error}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cpms.admission import AdmissionPolicy
 from cpms.errors import ConfigError
+from cpms.event_loop import EventLoop, installed
 
 __all__ = ["OPTIONS", "Option", "Settings", "load_settings", "normalise_database_url"]
 
@@ -80,6 +81,18 @@ def _admission(value: object) -> AdmissionPolicy:
             "'known' (only created stations connect), 'open' (register unknown ids) "
             "or 'pending' (register unknown ids, boot Pending until approved)"
         ) from None
+
+
+def _event_loop(value: object) -> EventLoop:
+    try:
+        choice = EventLoop(str(value).strip().lower())
+    except ValueError:
+        raise _Invalid(
+            "'auto' (uvloop where installed), 'uvloop' or 'asyncio' (the standard library's)"
+        ) from None
+    if choice is EventLoop.UVLOOP and not installed():
+        raise _Invalid("'auto' or 'asyncio': uvloop is not installed on this machine")
+    return choice
 
 
 def _heartbeat(value: object) -> int:
@@ -205,6 +218,12 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option("config", None, _optional_text, "TOML file with settings (keys as below)"),
     Option("log_level", "INFO", _log_level, "DEBUG, INFO, WARNING or ERROR"),
+    Option(
+        "event_loop",
+        EventLoop.AUTO,
+        _event_loop,
+        "auto: uvloop where installed (quicker), else asyncio; or uvloop, or asyncio",
+    ),
     # Listeners
     Option("ocpp_host", "127.0.0.1", _host, "address the OCPP websocket server binds", "ocpp"),
     Option("ocpp_port", 9000, _port, "port of ws://HOST:PORT/ocpp/{station_id}", "ocpp"),
@@ -396,6 +415,7 @@ class Settings:
 
     config: str | None = None
     log_level: str = "INFO"
+    event_loop: EventLoop = EventLoop.AUTO
     ocpp_host: str = "127.0.0.1"
     ocpp_port: int = 9000
     ping_interval: float = 30.0

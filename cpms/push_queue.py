@@ -64,9 +64,22 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, String, and_, exists, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    Select,
+    String,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import aliased
 
+from cpms.driver_sql import DriverStatement
 from cpms.errors import InvalidRequest, NotFound
 from cpms.model import Cdr, Location, OcpiPartner, OcpiPush, OutboxEntry, Session, utcnow
 from cpms.pages import Page, fetch_page
@@ -406,39 +419,51 @@ async def _bring_forward(uow: UnitOfWork, partner_id: int, keys: Collection[str]
     )
 
 
+_SWEEP = DriverStatement(
+    update(OutboxEntry)
+    .where(
+        OutboxEntry.id.in_(
+            select(OutboxEntry.id)
+            .where(OutboxEntry.processed_at.is_(None))
+            .order_by(OutboxEntry.id)
+            .limit(SWEEP_BATCH)
+            # PostgreSQL: rows another node is sweeping are left to it (SQLite has one writer).
+            .with_for_update(skip_locked=True)
+        ),
+        OutboxEntry.processed_at.is_(None),
+        ~exists().where(OcpiPartner.state == "REGISTERED"),
+    )
+    .values(processed_at=bindparam("now", type_=OutboxEntry.__table__.c.processed_at.type)),
+    ("now",),
+)
+
+
 async def _sweep(uow: UnitOfWork, now: datetime) -> FanOut:
     """Mark waiting outbox rows processed at once: no partner is registered (``uow`` entered).
 
-    The statement itself checks again that no partner is registered, so a partner whose
-    registration commits meanwhile misses no event: then nothing is marked, and the next
-    fan-out looks at every row. (Events before its registration are covered by the full
-    sync it gets, ``queue_full_sync``.)
+    When rows wait, one UPDATE marks them, the first statement of a transaction of its own:
+    on SQLite a write that follows a read in the same transaction fails at once ("database
+    is locked") when another connection committed in between, so the reads are rolled back
+    first. The statement itself checks again that no partner is registered, so a partner
+    whose registration commits meanwhile misses no event: then nothing is marked, and the
+    next fan-out looks at every row. (Events before its registration are covered by the
+    full sync it gets, ``queue_full_sync``.)
     """
-    waiting = (
-        select(OutboxEntry.id)
-        .where(OutboxEntry.processed_at.is_(None))
-        .order_by(OutboxEntry.id)
-        .limit(SWEEP_BATCH)
-    )
-    if _dialect(uow) == "postgresql":
-        waiting = waiting.with_for_update(skip_locked=True)
-    ids = list(await uow.session.scalars(waiting))
-    if not ids:  # a read: nothing is written (nor locked, on SQLite) when all is quiet
-        return FanOut(0, 0, partners=False, receives=frozenset())
-    swept = await uow.session.execute(
-        update(OutboxEntry)
-        .where(
-            OutboxEntry.id.in_(ids),
-            OutboxEntry.processed_at.is_(None),
-            ~exists().where(OcpiPartner.state == "REGISTERED"),
+    waiting = await uow.session.scalar(
+        select(func.count()).select_from(
+            select(OutboxEntry.id)
+            .where(OutboxEntry.processed_at.is_(None))
+            .limit(SWEEP_BATCH)
+            .subquery()
         )
-        .values(processed_at=now)
-        .execution_options(synchronize_session=False)
     )
-    count = _rowcount(swept)
+    if not waiting:  # a read: nothing is written (nor locked, on SQLite) when all is quiet
+        return FanOut(0, 0, partners=False, receives=frozenset())
+    await uow.rollback()
+    count = await _SWEEP.execute(await uow.session.connection(), (now,))
     await uow.commit()
-    # Fewer than read: another node took some, or a partner registered; look again.
-    return FanOut(count, 0, contended=count < len(ids), partners=False, receives=frozenset())
+    # Fewer than waiting: another node took some, or a partner registered; look again.
+    return FanOut(count, 0, contended=count < waiting, partners=False, receives=frozenset())
 
 
 def queue_callback(

@@ -44,6 +44,7 @@ from cpms.demo import (
     prepare_demo,
 )
 from cpms.errors import ConfigError, CpmsError
+from cpms.event_loop import running_loop_name
 from cpms.group_commit import GroupCommitter
 from cpms.liveness import Liveness, LivenessWriter
 from cpms.locations import DefaultLocation
@@ -77,6 +78,7 @@ from simulator.templates import shipped_templates
 __all__ = [
     "DemoStarted",
     "Runtime",
+    "bound_port",
     "default_location",
     "demo",
     "our_versions_url",
@@ -288,15 +290,17 @@ class Runtime:
             await self._http_runner.setup()
             site = web.TCPSite(self._http_runner, self.settings.http_host, self.settings.http_port)
             await site.start()
-            self._http_port = _bound_port(site)
+            self._http_port = bound_port(site)
             self._sweeper = asyncio.create_task(self._sweep_forever(), name="session-sweep")
             await self.pusher.start()
         except BaseException:
             await self.stop()
             raise
         log.info(
-            "listening: OCPP ws://%s:%d/ocpp/{station_id}, HTTP %s (OCPI %s/ocpi/versions)",
+            "listening: OCPP ws://%s:%d/ocpp/{station_id}, HTTP %s (OCPI %s/ocpi/versions); "
+            "event loop %s",
             self.settings.ocpp_host, self.ocpp_port, self.base_url(), self.base_url(),
+            running_loop_name(),
         )  # fmt: skip
 
     async def stop(self) -> None:
@@ -361,10 +365,13 @@ def _tls_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-def _bound_port(site: web.TCPSite) -> int:
+def bound_port(site: web.TCPSite) -> int:
+    """The port a started aiohttp site listens on (it was asked for port 0, say)."""
     server = site._server  # aiohttp exposes the bound sockets only here
-    assert isinstance(server, asyncio.Server)
-    return int(server.sockets[0].getsockname()[1])
+    # An asyncio.Server, or uvloop's Server, which has the same `sockets` but no common base.
+    sockets = getattr(server, "sockets", None)
+    assert sockets, "the HTTP site is not listening"
+    return int(sockets[0].getsockname()[1])
 
 
 class _StopSignals:

@@ -23,6 +23,7 @@ from typing import Any, Self, TypeVar
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from cpms.driver_sql import DriverStatement
 from cpms.errors import NotFound
 from cpms.events import DomainEvent
 from cpms.model import OutboxEntry
@@ -32,7 +33,18 @@ __all__ = ["EventSubscriber", "UnitOfWork", "UnitOfWorkFactory"]
 log = logging.getLogger("cpms.unit_of_work")
 
 T = TypeVar("T")
-_OUTBOX_INSERT = insert(OutboxEntry.__table__)
+_OUTBOX_INSERT = DriverStatement(
+    insert(OutboxEntry.__table__),
+    (
+        "topic",
+        "aggregate_type",
+        "aggregate_id",
+        "payload",
+        "created_at",
+        "available_at",
+        "attempts",
+    ),
+)
 EventSubscriber = Callable[[Sequence[DomainEvent]], Awaitable[None]]
 
 
@@ -89,21 +101,21 @@ class UnitOfWork:
         events, self._events = self._events, []
         session = self.session
         if events:
-            # One executemany INSERT: the entries are never read back here, so they need not
-            # be objects in the session (a flush of hundreds of them cost more than the rest).
-            connection = await session.connection()
-            await connection.execute(
-                _OUTBOX_INSERT,
+            # One executemany INSERT on the driver: the entries are never read back here, so
+            # they need not be objects in the session (a flush of hundreds of them cost more
+            # than the rest).
+            await _OUTBOX_INSERT.execute_many(
+                await session.connection(),
                 [
-                    {
-                        "topic": event.topic,
-                        "aggregate_type": event.aggregate,
-                        "aggregate_id": event.aggregate_id,
-                        "payload": event.payload(),
-                        "created_at": event.occurred_at,
-                        "available_at": event.occurred_at,
-                        "attempts": 0,
-                    }
+                    (
+                        event.topic,
+                        event.aggregate,
+                        event.aggregate_id,
+                        event.payload(),
+                        event.occurred_at,
+                        event.occurred_at,
+                        0,
+                    )
                     for event in events
                 ],
             )

@@ -32,6 +32,5 @@ def parse_timestamp(text: str, *, path: str, lenient: bool) -> datetime | None:
 
 def format_timestamp(moment: datetime) -> str:
     """Format an aware datetime as OCPP wants it: UTC, milliseconds, ``Z``."""
-    return (
-        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-    )
+    # isoformat is one C call; strftime took a tenth of a Heartbeat's CPU.
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"

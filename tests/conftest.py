@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,12 +23,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cpms.config import Settings, normalise_database_url
 from cpms.database import create_engine, prepare_schema
+from cpms.event_loop import loop_factory
 from cpms.runtime import Runtime
 from cpms.unit_of_work import UnitOfWorkFactory
 
-from support import ADMIN_TOKEN, EXAMPLES, POSTGRES_URL, TIME_UNIT
+from support import ADMIN_TOKEN, EVENT_LOOP, EXAMPLES, POSTGRES_URL, TIME_UNIT
 
 __all__ = ["ADMIN_TOKEN", "EXAMPLES", "POSTGRES_URL", "TIME_UNIT"]
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Async tests run on the event loop ``cpms serve`` runs on (``support.EVENT_LOOP``)."""
+    return {EVENT_LOOP.value: loop_factory(EVENT_LOOP) or asyncio.new_event_loop}
 
 
 def _engines() -> list[object]:

@@ -27,6 +27,8 @@ import aiohttp
 from aiohttp import web
 from ocpi_models import problems as model_problems
 
+from cpms.runtime import bound_port
+
 __all__ = ["EmspPeer", "Recorded"]
 
 VERSION = "2.2.1"
@@ -65,9 +67,7 @@ async def serve_on_loopback(app: web.Application) -> tuple[web.AppRunner, int]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    server = site._server  # aiohttp exposes the bound port only here
-    assert isinstance(server, asyncio.Server)
-    return runner, server.sockets[0].getsockname()[1]
+    return runner, bound_port(site)
 
 
 @dataclass

@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["ADMIN_TOKEN", "EXAMPLES", "POSTGRES_URL", "TIME_UNIT"]
+from cpms.event_loop import EventLoop, resolve
+
+__all__ = ["ADMIN_TOKEN", "EVENT_LOOP", "EXAMPLES", "POSTGRES_URL", "TIME_UNIT"]
 
 #: Scale every timeout in tests by this (slow machines: CPMS_TEST_TIME_UNIT=3).
 TIME_UNIT = float(os.environ.get("CPMS_TEST_TIME_UNIT", "1"))
 #: A PostgreSQL server the database tests may create databases on; unset: they skip.
 POSTGRES_URL = os.environ.get("CPMS_TEST_POSTGRES_URL")
+#: The event loop async tests run on: the node's default (uvloop where installed), unless
+#: CPMS_TEST_EVENT_LOOP=asyncio (or uvloop) says otherwise.
+EVENT_LOOP = resolve(EventLoop(os.environ.get("CPMS_TEST_EVENT_LOOP", "auto")))
 #: The operator API bearer token of the test nodes.
 ADMIN_TOKEN = "test-operator-token-0123456789"
 

@@ -370,6 +370,35 @@ async def test_a_signal_stops_the_server_cleanly_and_closes_station_connections(
     assert json.loads(shown.stdout)["online"] is False
 
 
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+async def test_the_node_serves_stations_on_the_event_loop_it_is_given(
+    loop: str,
+    tmp_path: Path,
+    database_url: str,
+    http: aiohttp.ClientSession,
+    examples_dir: Path,
+) -> None:
+    http_port, ocpp_port = free_port(), free_port()
+    env = child_env(
+        database_url,
+        CPMS_HTTP_PORT=str(http_port),
+        CPMS_OCPP_PORT=str(ocpp_port),
+        CPMS_ADMIN_TOKEN=ADMIN_TOKEN,
+        CPMS_EVENT_LOOP=loop,
+    )
+    async with running(tmp_path, env, http, http_port=http_port, ocpp_port=ocpp_port) as node:
+        await create_cp1(http, node, examples_dir)
+        async with station(node.ws_url("CP1")) as websocket:
+            await eventually_online(http, node, "CP1")
+            await websocket.send(json.dumps([2, "hb", "Heartbeat", {}]))
+            answer = json.loads(await asyncio.wait_for(websocket.recv(), STEP))
+            assert answer[:2] == [3, "hb"]
+            assert answer[2]["currentTime"].endswith("Z")
+        assert await node.stop() == 0
+    assert f"event loop {loop}" in node.stderr()
+    assert "Traceback" not in node.stderr()
+
+
 # Configuration -------------------------------------------------------------------------------
 
 CONFIG_ERRORS = {
@@ -382,6 +411,10 @@ CONFIG_ERRORS = {
     "unknown admission policy": (
         {"CPMS_STATION_ADMISSION": "maybe"}, [], None,
         ["CPMS_STATION_ADMISSION", "'maybe'", "'known'", "'open'"],
+    ),
+    "unknown event loop": (
+        {"CPMS_EVENT_LOOP": "trio"}, [], None,
+        ["CPMS_EVENT_LOOP", "'trio'", "'uvloop'", "'asyncio'"],
     ),
     "bad value in the config file": (
         {}, ["--config", "{file}"], 'http_port = "x"\n', ["{file}", "http_port", "'x'", "65535"],

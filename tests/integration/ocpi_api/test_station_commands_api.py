@@ -29,7 +29,7 @@ from referencing.jsonschema import DRAFT202012
 from cpms.admission import AdmissionPolicy
 from cpms.config import Settings
 from cpms.locations import ensure_default_location
-from cpms.runtime import Runtime, default_location
+from cpms.runtime import Runtime, bound_port, default_location
 from cpms.stations import create_station
 from ocpi_api.app import create_app
 from ocpi_api.context import HttpContext
@@ -418,9 +418,7 @@ async def test_without_a_gateway_commands_give_503(runtime: Runtime) -> None:
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        server = site._server  # aiohttp exposes the bound port only here
-        assert isinstance(server, asyncio.Server)
-        port = server.sockets[0].getsockname()[1]
+        port = bound_port(site)
         async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as session:
             api = Api(session)
             status, answer = await api.call(

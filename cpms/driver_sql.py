@@ -1,0 +1,164 @@
+"""Hot-path statements run straight on the database driver, inside the unit of work's transaction.
+
+Every status report and meter reading of every station goes through a few Core statements.
+Through SQLAlchemy each costs about 100 µs of CPU before the database sees it: the execution
+context, parameters processed one by one for every row, and, with aiosqlite, three or four
+hops to the driver's thread (a cursor is opened, executed, fetched and closed, each a hop).
+The driver itself needs 20 µs (``python -m bench.anatomy``-style measurement in
+docs/PERFORMANCE.md, session 11).
+
+A ``DriverStatement`` keeps what SQLAlchemy would redo each time: the statement compiled once
+per dialect to the driver's SQL, the order its parameters go in, the constants it carries and
+the bind processor of each parameter's type (our ``UtcDateTime``, ``ExactDecimal`` and JSON
+convert exactly as they do through the ORM). Rows are handed over as tuples in the order of
+``names``. On SQLite a statement is one hop to aiosqlite's thread (``executemany``,
+``execute_fetchall``); on PostgreSQL it goes through ``exec_driver_sql``, which keeps the
+adapter's transaction handling. Either way it runs on the connection of the unit of work, in
+its transaction, and a driver error is raised as SQLAlchemy's own (``IntegrityError``, ...).
+
+Only for statements whose results need no conversion (strings, integers): ``fetch_all``
+returns what the driver returns.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Insert
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.expression import ClauseElement
+
+__all__ = ["DriverStatement"]
+
+Row = Sequence[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """A statement as one dialect's driver takes it."""
+
+    sql: str
+    # For each driver parameter in order: the index of its value in a row, or None for a
+    # constant of the statement; the constant; the bind processor of its type.
+    slots: tuple[tuple[int | None, Any, Callable[[Any], Any] | None], ...]
+
+    def parameters(self, row: Row) -> tuple[Any, ...]:
+        return tuple(
+            (row[index] if index is not None else constant)
+            if process is None
+            else process(row[index] if index is not None else constant)
+            for index, constant, process in self.slots
+        )
+
+
+class DriverStatement:
+    """A Core statement for the driver; rows give the values of ``names``, in that order."""
+
+    def __init__(self, statement: ClauseElement, names: Sequence[str]) -> None:
+        self.statement = statement
+        self.names = tuple(names)
+        self._compiled: dict[str, _Compiled] = {}
+        pick = operator.itemgetter(*self.names)
+        self._values: Callable[[Mapping[str, Any]], Row] = (
+            pick if len(self.names) > 1 else lambda row: (pick(row),)
+        )
+
+    def _for(self, dialect: Dialect) -> _Compiled:
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            compiled = self._compiled[dialect.name] = self._compile(dialect)
+        return compiled
+
+    def _compile(self, dialect: Dialect) -> _Compiled:
+        if isinstance(self.statement, Insert):
+            # Only the columns named, and no RETURNING of the new keys: nobody reads them.
+            compiled = self.statement.compile(
+                dialect=dialect, column_keys=list(self.names), for_executemany=True
+            )
+        else:
+            compiled = self.statement.compile(dialect=dialect)
+        order = compiled.positiontup
+        if order is None:
+            raise ValueError(f"dialect {dialect.name} does not take positional parameters")
+        index = {name: i for i, name in enumerate(self.names)}
+        slots = []
+        for name in order:
+            bind = compiled.binds[name]
+            constant = None if name in index else bind.effective_value
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            slots.append((index.get(name), constant, process))
+        return _Compiled(compiled.string, tuple(slots))
+
+    async def execute_many(self, connection: AsyncConnection, rows: Sequence[Row]) -> None:
+        """Run the statement once for each row (one executemany), in the open transaction."""
+        if not rows:
+            return
+        compiled = self._for(connection.dialect)
+        parameters = [compiled.parameters(row) for row in rows]
+        if connection.dialect.name != "sqlite":
+            await connection.exec_driver_sql(compiled.sql, parameters)
+            return
+        driver = await _sqlite_driver(connection, compiled.sql, parameters, many=True)
+        try:
+            await driver.executemany(compiled.sql, parameters)
+        except connection.dialect.loaded_dbapi.Error as error:
+            raise _as_sqlalchemy_error(connection, compiled.sql, error) from error
+
+    async def execute_many_mappings(
+        self, connection: AsyncConnection, rows: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """``execute_many`` for rows given as mappings with (at least) the keys ``names``."""
+        await self.execute_many(connection, [self._values(row) for row in rows])
+
+    async def execute(self, connection: AsyncConnection, row: Row) -> int:
+        """Run the statement once with one row of values; the number of rows it changed."""
+        compiled = self._for(connection.dialect)
+        parameters = compiled.parameters(row)
+        if connection.dialect.name != "sqlite":
+            return int((await connection.exec_driver_sql(compiled.sql, parameters)).rowcount)
+        driver = await _sqlite_driver(connection, compiled.sql, parameters)
+        try:
+            cursor = await driver.execute(compiled.sql, parameters)
+        except connection.dialect.loaded_dbapi.Error as error:
+            raise _as_sqlalchemy_error(connection, compiled.sql, error) from error
+        return int(cursor.rowcount)
+
+    async def fetch_all(self, connection: AsyncConnection, row: Row) -> list[tuple[Any, ...]]:
+        """Run the statement with one row of values; every result row, as the driver gives it."""
+        compiled = self._for(connection.dialect)
+        parameters = compiled.parameters(row)
+        if connection.dialect.name != "sqlite":
+            result = await connection.exec_driver_sql(compiled.sql, parameters)
+            return [tuple(found) for found in result]
+        driver = await _sqlite_driver(connection, compiled.sql, parameters)
+        try:
+            found = await driver.execute_fetchall(compiled.sql, parameters)
+        except connection.dialect.loaded_dbapi.Error as error:
+            raise _as_sqlalchemy_error(connection, compiled.sql, error) from error
+        return [tuple(values) for values in found]
+
+
+async def _sqlite_driver(
+    connection: AsyncConnection, sql: str, parameters: Any, *, many: bool = False
+) -> Any:
+    """aiosqlite's connection under ``connection``, once its listeners heard of ``sql``.
+
+    Listeners of ``before_cursor_execute`` (statement counts in tests, ``bench.anatomy``)
+    see these statements as they see every other; the cursor and context they get are None.
+    """
+    sync = connection.sync_connection
+    if sync is not None and sync.dispatch.before_cursor_execute:
+        sync.dispatch.before_cursor_execute(sync, None, sql, parameters, None, many)
+    return (await connection.get_raw_connection()).driver_connection
+
+
+def _as_sqlalchemy_error(connection: AsyncConnection, sql: str, error: Exception) -> Exception:
+    """The driver's error as SQLAlchemy raises it for the same statement."""
+    return DBAPIError.instance(
+        sql, None, error, connection.dialect.loaded_dbapi.Error, dialect=connection.dialect
+    )
