@@ -1,11 +1,10 @@
 """Hot-path statements run straight on the database driver, inside the unit of work's transaction.
 
 Every status report and meter reading of every station goes through a few Core statements.
-Through SQLAlchemy each costs about 100 µs of CPU before the database sees it: the execution
-context, parameters processed one by one for every row, and, with aiosqlite, three or four
-hops to the driver's thread (a cursor is opened, executed, fetched and closed, each a hop).
-The driver itself needs 20 µs (``python -m bench.anatomy``-style measurement in
-docs/PERFORMANCE.md, session 11).
+Through SQLAlchemy and aiosqlite a one-row statement cost 95 to 125 µs of CPU, on the driver
+alone 20 µs (docs/PERFORMANCE.md, session 11): SQLAlchemy's execution context, parameters
+processed one by one for every row, and three or four hops to aiosqlite's thread (a cursor
+is opened, executed, fetched and closed, each a hop).
 
 A ``DriverStatement`` keeps what SQLAlchemy would redo each time: the statement compiled once
 per dialect to the driver's SQL, the order its parameters go in, the constants it carries and
