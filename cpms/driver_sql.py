@@ -102,11 +102,7 @@ class DriverStatement:
         if connection.dialect.name != "sqlite":
             await connection.exec_driver_sql(compiled.sql, parameters)
             return
-        driver = await _sqlite_driver(connection, compiled.sql, parameters, many=True)
-        try:
-            await driver.executemany(compiled.sql, parameters)
-        except connection.dialect.loaded_dbapi.Error as error:
-            raise _as_sqlalchemy_error(connection, compiled.sql, error) from error
+        await _on_sqlite(connection, "executemany", compiled.sql, parameters)
 
     async def execute_many_mappings(
         self, connection: AsyncConnection, rows: Sequence[Mapping[str, Any]]
@@ -120,11 +116,7 @@ class DriverStatement:
         parameters = compiled.parameters(row)
         if connection.dialect.name != "sqlite":
             return int((await connection.exec_driver_sql(compiled.sql, parameters)).rowcount)
-        driver = await _sqlite_driver(connection, compiled.sql, parameters)
-        try:
-            cursor = await driver.execute(compiled.sql, parameters)
-        except connection.dialect.loaded_dbapi.Error as error:
-            raise _as_sqlalchemy_error(connection, compiled.sql, error) from error
+        cursor = await _on_sqlite(connection, "execute", compiled.sql, parameters)
         return int(cursor.rowcount)
 
     async def fetch_all(self, connection: AsyncConnection, row: Row) -> list[tuple[Any, ...]]:
@@ -134,30 +126,26 @@ class DriverStatement:
         if connection.dialect.name != "sqlite":
             result = await connection.exec_driver_sql(compiled.sql, parameters)
             return [tuple(found) for found in result]
-        driver = await _sqlite_driver(connection, compiled.sql, parameters)
-        try:
-            found = await driver.execute_fetchall(compiled.sql, parameters)
-        except connection.dialect.loaded_dbapi.Error as error:
-            raise _as_sqlalchemy_error(connection, compiled.sql, error) from error
+        found = await _on_sqlite(connection, "execute_fetchall", compiled.sql, parameters)
         return [tuple(values) for values in found]
 
 
-async def _sqlite_driver(
-    connection: AsyncConnection, sql: str, parameters: Any, *, many: bool = False
-) -> Any:
-    """aiosqlite's connection under ``connection``, once its listeners heard of ``sql``.
+async def _on_sqlite(connection: AsyncConnection, method: str, sql: str, parameters: Any) -> Any:
+    """Call aiosqlite's ``method`` (one hop to its thread) on the connection under ``connection``.
 
     Listeners of ``before_cursor_execute`` (statement counts in tests, ``bench.anatomy``)
-    see these statements as they see every other; the cursor and context they get are None.
+    hear of ``sql`` as of every other statement (the cursor and context they get are None);
+    a driver error is raised as SQLAlchemy raises it for the same statement.
     """
     sync = connection.sync_connection
     if sync is not None and sync.dispatch.before_cursor_execute:
+        many = method == "executemany"
         sync.dispatch.before_cursor_execute(sync, None, sql, parameters, None, many)
-    return (await connection.get_raw_connection()).driver_connection
-
-
-def _as_sqlalchemy_error(connection: AsyncConnection, sql: str, error: Exception) -> Exception:
-    """The driver's error as SQLAlchemy raises it for the same statement."""
-    return DBAPIError.instance(
-        sql, None, error, connection.dialect.loaded_dbapi.Error, dialect=connection.dialect
-    )
+    driver = (await connection.get_raw_connection()).driver_connection
+    dbapi = connection.dialect.loaded_dbapi
+    try:
+        return await getattr(driver, method)(sql, parameters)
+    except dbapi.Error as error:
+        raise DBAPIError.instance(
+            sql, None, error, dbapi.Error, dialect=connection.dialect
+        ) from error

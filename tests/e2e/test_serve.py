@@ -171,19 +171,29 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-@pytest.fixture
-async def server(
-    tmp_path: Path, database_url: str, http: aiohttp.ClientSession
+@contextlib.asynccontextmanager
+async def node_with(
+    tmp_path: Path, database_url: str, http: aiohttp.ClientSession, **settings: str
 ) -> AsyncIterator[Server]:
-    """A server with a known operator token and the `known` admission policy (the default)."""
+    """A server on free ports with a known operator token and these ``CPMS_*`` settings."""
     http_port, ocpp_port = free_port(), free_port()
     env = child_env(
         database_url,
         CPMS_HTTP_PORT=str(http_port),
         CPMS_OCPP_PORT=str(ocpp_port),
         CPMS_ADMIN_TOKEN=ADMIN_TOKEN,
+        **settings,
     )
     async with running(tmp_path, env, http, http_port=http_port, ocpp_port=ocpp_port) as node:
+        yield node
+
+
+@pytest.fixture
+async def server(
+    tmp_path: Path, database_url: str, http: aiohttp.ClientSession
+) -> AsyncIterator[Server]:
+    """A server with a known operator token and the `known` admission policy (the default)."""
+    async with node_with(tmp_path, database_url, http) as node:
         yield node
 
 
@@ -302,15 +312,7 @@ async def test_an_unknown_station_is_refused_under_the_default_known_policy(
 async def test_open_admission_registers_an_unknown_station_under_the_default_location(
     tmp_path: Path, database_url: str, http: aiohttp.ClientSession
 ) -> None:
-    http_port, ocpp_port = free_port(), free_port()
-    env = child_env(
-        database_url,
-        CPMS_HTTP_PORT=str(http_port),
-        CPMS_OCPP_PORT=str(ocpp_port),
-        CPMS_ADMIN_TOKEN=ADMIN_TOKEN,
-        CPMS_STATION_ADMISSION="open",
-    )
-    async with running(tmp_path, env, http, http_port=http_port, ocpp_port=ocpp_port) as node:
+    async with node_with(tmp_path, database_url, http, CPMS_STATION_ADMISSION="open") as node:
         async with station(node.ws_url("NEWCOMER"), "ocpp1.6") as websocket:
             assert websocket.subprotocol == "ocpp1.6"
             await eventually_online(http, node, "NEWCOMER")
@@ -378,15 +380,7 @@ async def test_the_node_serves_stations_on_the_event_loop_it_is_given(
     http: aiohttp.ClientSession,
     examples_dir: Path,
 ) -> None:
-    http_port, ocpp_port = free_port(), free_port()
-    env = child_env(
-        database_url,
-        CPMS_HTTP_PORT=str(http_port),
-        CPMS_OCPP_PORT=str(ocpp_port),
-        CPMS_ADMIN_TOKEN=ADMIN_TOKEN,
-        CPMS_EVENT_LOOP=loop,
-    )
-    async with running(tmp_path, env, http, http_port=http_port, ocpp_port=ocpp_port) as node:
+    async with node_with(tmp_path, database_url, http, CPMS_EVENT_LOOP=loop) as node:
         await create_cp1(http, node, examples_dir)
         async with station(node.ws_url("CP1")) as websocket:
             await eventually_online(http, node, "CP1")
