@@ -11,11 +11,13 @@ time, so each message's statements are its own:
   process: the node plus one station, which costs ~0.05 ms a message);
 - MeterValues late in a long transaction (after ``--long`` readings), to show whether a
   reading costs more as its session grows;
-- Heartbeats from ``--stations`` stations at once, to show what the group committer saves
-  when messages share a transaction.
+- every station at once (``--rounds`` times): Heartbeats, MeterValues and status changes,
+  to show what the group committer saves when messages share a transaction, and what such a
+  message costs the node (the CPU per message the gateway scenarios' crowds cost it, without
+  their load generator beside it: steadier from run to run, for comparing two versions).
 
 Statement counts do not depend on how busy the machine is, so they compare across runs.
-``python -m bench.anatomy [--messages 50] [--long 500]``.
+``python -m bench.anatomy [--messages 50] [--long 500] [--rounds 40]``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from sqlalchemy import event
 
 from bench.load import BOOT, Link, connect, meter_value, status
 from bench.report import Table, number, scenario_main
+from cpms import event_loop
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -158,6 +161,42 @@ async def _anatomy(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             await asyncio.sleep(0.002)
         label = f"MeterValues after {args.long + n} readings"
         rows.append(await _measure(counter, label, link, "MeterValues", late))
+        # Many stations at once: the group committer shares transactions among them. The
+        # node's CPU per message here is what the gateway scenarios' stations cost it.
+        crowd = len(links)
+        rows.append(
+            await _at_once(
+                counter,
+                runtime,
+                f"Heartbeat, {crowd} stations at once",
+                lambda _round: [s.call("Heartbeat", {}) for s in links],
+                rounds=1,
+            )
+        )
+        registers = [register] + [0.0] * (crowd - 1)
+
+        def readings(_round: int) -> list[Awaitable[Any]]:
+            now = _now()
+            for k in range(crowd):
+                registers[k] += 3.0
+            return [
+                s.call("MeterValues", meter_value(tx, registers[k], now, 4))
+                for k, (s, tx) in enumerate(zip(links, starts, strict=True))
+            ]
+
+        label = f"MeterValues (4 samples), {crowd} stations at once"
+        rows.append(await _at_once(counter, runtime, label, readings, rounds=args.rounds))
+        rows.append(
+            await _at_once(
+                counter,
+                runtime,
+                f"StatusNotification (a change), {crowd} stations at once",
+                lambda round_: [
+                    s.call("StatusNotification", status(1, _CHARGING[round_ % 2])) for s in links
+                ],
+                rounds=args.rounds,
+            )
+        )
         stop_rows = []
         for station, tx in zip(links, starts, strict=True):
             stop = {
@@ -170,30 +209,48 @@ async def _anatomy(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 await _measure(counter, "StopTransaction", station, "StopTransaction", [stop])
             )
         rows.append(_merge("StopTransaction (CDR issued)", stop_rows))
-        # Many stations at once: the group committer shares transactions among them.
-        before_total, before_commits, _ = counter.snapshot()
-        batches_before = runtime.committer.batches
-        cpu = time.process_time()
-        await asyncio.gather(*(s.call("Heartbeat", {}) for s in links))
-        cpu = time.process_time() - cpu
-        total, commits, _ = counter.snapshot()
-        rows.append(
-            {
-                "label": f"Heartbeat, {len(links)} stations at once",
-                "messages": len(links),
-                "statements_per_msg": round((total - before_total) / len(links), 2),
-                "commits_per_msg": round((commits - before_commits) / len(links), 2),
-                "by_kind": {},
-                "cpu_ms_per_msg": round(cpu / len(links) * 1000, 2),
-                "wall_ms_per_msg": None,
-                "batches": runtime.committer.batches - batches_before,
-            }
-        )
         for station in links:
             station.close()
     finally:
         await runtime.stop()
     return {"messages": n, "rows": rows}
+
+
+_CHARGING = ("SuspendedEV", "Charging")
+"""Status changes a station in a transaction may report, one after the other."""
+
+
+async def _at_once(
+    counter: _Counter,
+    runtime: Any,
+    label: str,
+    calls: Callable[[int], Sequence[Awaitable[Any]]],
+    *,
+    rounds: int,
+) -> dict[str, Any]:
+    """``rounds`` times, every call of ``calls(round)`` at once; per message, as ``_measure``."""
+    before_total, before_commits, _ = counter.snapshot()
+    batches_before = runtime.committer.batches
+    messages = 0
+    cpu, wall = time.process_time(), time.perf_counter()
+    for round_ in range(rounds):
+        answers = await asyncio.gather(*calls(round_))
+        messages += len(answers)
+        refused = [frame for frame, _ in answers if frame[0] != 3]
+        if refused:
+            raise RuntimeError(f"{label}: answered {refused[0]}")
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    total, commits, _ = counter.snapshot()
+    return {
+        "label": label,
+        "messages": messages,
+        "statements_per_msg": round((total - before_total) / messages, 2),
+        "commits_per_msg": round((commits - before_commits) / messages, 2),
+        "by_kind": {},
+        "cpu_ms_per_msg": round(cpu / messages * 1000, 3),
+        "wall_ms_per_msg": round(wall / messages * 1000, 3),
+        "batches": runtime.committer.batches - batches_before,
+    }
 
 
 def _merge(label: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -233,16 +290,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--long", type=int, default=500, help="readings before the late MeterValues row (500)"
     )
-    parser.add_argument("--quick", action="store_true", help="--messages 10 --long 50")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=40,
+        help="rounds of the rows where every station sends at once (40)",
+    )
+    parser.add_argument("--quick", action="store_true", help="--messages 10 --long 50 --rounds 5")
     return parser
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Measure; the record of the run."""
     if args.quick:
-        args.messages, args.long = 10, 50
+        args.messages, args.long, args.rounds = 10, 50, 5
     with tempfile.TemporaryDirectory(prefix="cpms-bench-") as tmp:
-        return asyncio.run(_anatomy(args, Path(tmp)))
+        # On the node's own loop (uvloop where installed), as ``cpms serve`` runs.
+        return event_loop.run(_anatomy(args, Path(tmp)))
 
 
 def tables(record: dict[str, Any]) -> list[Table]:

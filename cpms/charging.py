@@ -22,6 +22,7 @@ The rules real stations make necessary (FIELD-NOTES 7, 8, 10, 11):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import uuid
@@ -31,13 +32,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, insert, select, tuple_, update
+from sqlalchemy import String, bindparam, column, insert, select, update, values
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.util import identity_key
 
 from cpms.authorization import Authorization, Operator, unknown_cdr_token
 from cpms.cdrs import credit_cdr, issue_cdr
-from cpms.driver_sql import DriverStatement
+from cpms.driver_sql import DriverStatement, padded, padded_size
 from cpms.events import SessionEnded, SessionStarted, SessionUpdated
 from cpms.model import (
     BilledReading,
@@ -391,9 +392,9 @@ def energy_reading(samples: tuple[Sample, ...]) -> Decimal | None:
 
 def _activate(reserved: Session, fresh: Session) -> Session:
     """Turn a RESERVATION session into the session ``fresh`` describes, keeping its id."""
-    for column in Session.__table__.columns:
-        if column.key not in ("id", "reservation_id"):
-            setattr(reserved, column.key, getattr(fresh, column.key))
+    for attribute in Session.__table__.columns:
+        if attribute.key not in ("id", "reservation_id"):
+            setattr(reserved, attribute.key, getattr(fresh, attribute.key))
     return reserved
 
 
@@ -471,7 +472,7 @@ async def _store_meter_values(
         if moved and session is not None:
             record_billed_reading(uow, session, at, _current_reading(meter_value.samples))
         uow.session.add_all(
-            MeterSample(**row)
+            MeterSample(**dict(zip(_SAMPLE_COLUMNS, row, strict=True)))
             for row in _sample_rows(
                 session.id if session is not None else None,
                 station_id,
@@ -512,6 +513,26 @@ def _bill_reading(
     return flags, moved
 
 
+_SAMPLE_COLUMNS = (
+    "session_id",
+    "station_id",
+    "ocpp_evse_id",
+    "sampled_at",
+    "station_time",
+    "received_at",
+    "measurand",
+    "phase",
+    "location",
+    "context",
+    "unit",
+    "value",
+    "value_si",
+    "signed_data",
+    "flags",
+)
+"""The values of a ``meter_sample`` row as ``_sample_rows`` gives them, in this order."""
+
+
 def _sample_rows(
     session_id: str | None,
     station_id: str,
@@ -521,28 +542,28 @@ def _sample_rows(
     clock_wrong: bool,
     received_at: datetime,
     flags: list[str],
-) -> list[dict[str, Any]]:
+) -> list[tuple[Any, ...]]:
     """The ``meter_sample`` rows of one reading (taken ``at``, our trusted time)."""
+    station_time = meter_value.station_time if clock_wrong else None
+    # Only the billed register carries the billing verdict; every sample the clock's.
     return [
-        {
-            "session_id": session_id,
-            "station_id": station_id,
-            "ocpp_evse_id": evse_number,
-            "sampled_at": at,
-            "station_time": meter_value.station_time if clock_wrong else None,
-            "received_at": received_at,
-            "measurand": sample.measurand[:48],
-            "phase": sample.phase,
-            "location": sample.location,
-            "context": sample.context,
-            "unit": sample.unit,
-            "value": sample.value,
-            "value_si": sample.value_si,
-            "signed_data": sample.signed_data,
-            # Only the billed register carries the billing verdict; every sample the clock's.
-            "flags": (flags if sample.measurand == ENERGY_REGISTER or clock_wrong else None)
-            or None,
-        }
+        (
+            session_id,
+            station_id,
+            evse_number,
+            at,
+            station_time,
+            received_at,
+            sample.measurand[:48],
+            sample.phase,
+            sample.location,
+            sample.context,
+            sample.unit,
+            sample.value,
+            sample.value_si,
+            sample.signed_data,
+            (flags if sample.measurand == ENERGY_REGISTER or clock_wrong else None) or None,
+        )
         for sample in meter_value.samples
     ]
 
@@ -695,15 +716,17 @@ class _Meter:
 class _MeterWrites:
     """Rows for the grouped write, sent with one executemany per table."""
 
-    samples: list[dict[str, Any]] = field(default_factory=list)
-    billed: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[tuple[Any, ...]] = field(default_factory=list)
+    """Rows of ``_SAMPLE_COLUMNS``."""
+    billed: list[tuple[str, datetime, Decimal, Decimal | None]] = field(default_factory=list)
+    """Rows of ``_BILLED_INSERT``'s names."""
     sessions: dict[str, _Meter] = field(default_factory=dict)
     """Sessions whose readings moved, written once each with their final state."""
 
     async def send(self, uow: UnitOfWork) -> None:
         connection = await uow.session.connection()
-        await _SAMPLE_INSERT.execute_many_mappings(connection, self.samples)
-        await _BILLED_INSERT.execute_many_mappings(connection, self.billed)
+        await _SAMPLE_INSERT.execute_many(connection, self.samples)
+        await _BILLED_INSERT.execute_many(connection, self.billed)
         await _METER_SET.execute_many(
             connection,
             [
@@ -725,50 +748,9 @@ class _MeterWrites:
 
 _SESSION = Session.__table__
 # Built once (composing them per batch cost more CPU than running them).
-_METERS_OF = (
-    select(
-        _SESSION.c.id,
-        _SESSION.c.station_id,
-        _SESSION.c.transaction_id,
-        _SESSION.c.status,
-        _SESSION.c.end_date_time,
-        _SESSION.c.energy_wh,
-        _SESSION.c.last_meter_wh,
-        _SESSION.c.last_meter_at,
-        _SESSION.c.flags,
-        _SESSION.c.tariff_switches,
-        *_POWER_COLUMNS,
-    )
-    .select_from(_SESSION.outerjoin(_CONNECTOR, _CONNECTOR.c.evse_uid == _SESSION.c.evse_uid))
-    .where(
-        tuple_(_SESSION.c.station_id, _SESSION.c.transaction_id).in_(
-            bindparam("keys", expanding=True)
-        )
-    )
-    .order_by(_SESSION.c.id, _CONNECTOR.c.position)
-)
 # The grouped write's statements run on the driver (cpms.driver_sql): through SQLAlchemy,
 # processing every parameter of every row was a quarter of a MeterValues' CPU.
-_SAMPLE_INSERT = DriverStatement(
-    insert(MeterSample.__table__),
-    (
-        "session_id",
-        "station_id",
-        "ocpp_evse_id",
-        "sampled_at",
-        "station_time",
-        "received_at",
-        "measurand",
-        "phase",
-        "location",
-        "context",
-        "unit",
-        "value",
-        "value_si",
-        "signed_data",
-        "flags",
-    ),
-)
+_SAMPLE_INSERT = DriverStatement(insert(MeterSample.__table__), _SAMPLE_COLUMNS)
 _BILLED_INSERT = DriverStatement(
     insert(BilledReading.__table__), ("session_id", "at", "energy_wh", "current_a")
 )
@@ -794,32 +776,85 @@ _METER_SET = DriverStatement(
 )
 
 
+@functools.cache
+def _meters_of_keys(count: int) -> DriverStatement:
+    """The sessions of up to ``count`` (station, transaction id) pairs, padded (``padded``).
+
+    The pairs are a ``VALUES`` list joined to the session table, so each one is a lookup in
+    the (station, transaction id) index. ``(station_id, transaction_id) IN (...)`` read the
+    whole table on SQLite, a batch's cost growing with every session ever stored.
+    """
+    size = padded_size(count)
+    names = [(f"station_{i}", f"transaction_{i}") for i in range(size)]
+    keys = (
+        values(column("station_id", String), column("transaction_id", String), name="meter_keys")
+        .data([(bindparam(station), bindparam(transaction)) for station, transaction in names])
+        .cte("meter_keys")
+    )
+    query = (
+        select(
+            _SESSION.c.id,
+            _SESSION.c.station_id,
+            _SESSION.c.transaction_id,
+            _SESSION.c.status,
+            _SESSION.c.end_date_time,
+            _SESSION.c.energy_wh,
+            _SESSION.c.last_meter_wh,
+            _SESSION.c.last_meter_at,
+            _SESSION.c.flags,
+            _SESSION.c.tariff_switches,
+            *_POWER_COLUMNS,
+        )
+        .select_from(
+            keys.join(
+                _SESSION,
+                (_SESSION.c.station_id == keys.c.station_id)
+                & (_SESSION.c.transaction_id == keys.c.transaction_id),
+            ).outerjoin(_CONNECTOR, _CONNECTOR.c.evse_uid == _SESSION.c.evse_uid)
+        )
+        .order_by(_SESSION.c.id, _CONNECTOR.c.position)
+    )
+    return DriverStatement(query, [name for pair in names for name in pair])
+
+
 async def _meters_of(uow: UnitOfWork, keys: set[tuple[str, str]]) -> dict[tuple[str, str], _Meter]:
     """The sessions of these (station, transaction id) pairs, with their EVSE's power."""
-    connection = await uow.session.connection()
+    pairs = sorted(keys)
+    found = await _meters_of_keys(len(pairs)).fetch_all(
+        await uow.session.connection(),
+        [value for pair in padded(pairs, fill=(None, None)) for value in pair],
+    )
     meters: dict[tuple[str, str], _Meter] = {}
-    for row in await connection.execute(_METERS_OF, {"keys": list(keys)}):
-        key = (row.station_id, row.transaction_id)
+    for (
+        session_id,
+        station_id,
+        transaction_id,
+        status,
+        end_date_time,
+        energy_wh,
+        last_meter_wh,
+        last_meter_at,
+        flags,
+        tariff_switches,
+        *power,
+    ) in found:
+        key = (station_id, transaction_id)
         if key in meters:
             continue  # a further connector of the same EVSE: the first one counts
-        power = (
-            FALLBACK_MAX_POWER_W
-            if row.power_type is None
-            else _connector_power_w(
-                row.max_electric_power, row.power_type, row.max_voltage, row.max_amperage
-            )
-        )
+        max_electric_power, power_type, max_voltage, max_amperage = power
         meters[key] = _Meter(
-            id=row.id,
-            status=row.status,
-            ended=row.end_date_time is not None,
-            energy_wh=row.energy_wh,
-            last_meter_wh=row.last_meter_wh,
-            last_meter_at=row.last_meter_at,
-            flags=list(row.flags or ()),
-            tariff_switches=row.tariff_switches,
-            power_w=power,
-            priced_through=row.last_meter_at,
+            id=session_id,
+            status=status,
+            ended=end_date_time is not None,
+            energy_wh=energy_wh,
+            last_meter_wh=last_meter_wh,
+            last_meter_at=last_meter_at,
+            flags=list(flags or ()),
+            tariff_switches=tariff_switches,
+            power_w=FALLBACK_MAX_POWER_W
+            if power_type is None
+            else _connector_power_w(max_electric_power, power_type, max_voltage, max_amperage),
+            priced_through=last_meter_at,
         )
     return meters
 
@@ -873,12 +908,7 @@ def _add_report(
         sample_flags, moved = _bill_reading(meter, meter_value, at, clock_wrong, limit)
         if moved and meter is not None:
             writes.billed.append(
-                {
-                    "session_id": meter.id,
-                    "at": at,
-                    "energy_wh": meter.energy_wh,
-                    "current_a": _current_reading(meter_value.samples),
-                }
+                (meter.id, at, meter.energy_wh, _current_reading(meter_value.samples))
             )
         writes.samples.extend(
             _sample_rows(

@@ -19,7 +19,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
 from cpms.errors import SchemaOutOfDate
 
@@ -43,11 +43,25 @@ def _tune_sqlite(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry
     cursor.close()
 
 
+def _reset_sqlite(
+    dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry, state: PoolResetState
+) -> None:
+    """Roll back a connection that comes back to the pool only if a transaction is open.
+
+    The pool's own reset rolls back every time, and on aiosqlite each rollback is a trip to
+    its thread: one more per commit on the hot path, for a connection the commit left with
+    no transaction at all (issue 8).
+    """
+    if state.asyncio_safe and record.driver_connection.in_transaction:
+        dbapi_connection.rollback()
+
+
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """Create the async engine for ``url`` (already normalised to an async driver)."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, **kwargs)
+        engine = create_async_engine(url, pool_reset_on_return=None, **kwargs)
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
+        event.listen(engine.sync_engine.pool, "reset", _reset_sqlite)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)

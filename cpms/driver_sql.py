@@ -15,16 +15,17 @@ convert exactly as they do through the ORM). Rows are handed over as tuples in t
 adapter's transaction handling. Either way it runs on the connection of the unit of work, in
 its transaction, and a driver error is raised as SQLAlchemy's own (``IntegrityError``, ...).
 
-Only for statements whose results need no conversion (strings, integers): ``fetch_all``
-returns what the driver returns.
+A read (``fetch_all``) returns its rows converted by each selected column's result
+processor, as SQLAlchemy converts them. On PostgreSQL it runs through SQLAlchemy: there the
+conversion depends on the types the driver reports for the result, which only a cursor knows.
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Insert
 from sqlalchemy.engine import Dialect
@@ -32,9 +33,13 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import ClauseElement
 
-__all__ = ["DriverStatement"]
+__all__ = ["DriverStatement", "padded", "padded_size"]
 
 Row = Sequence[Any]
+T = TypeVar("T")
+
+
+Convert = Callable[[Any], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,17 +47,45 @@ class _Compiled:
     """A statement as one dialect's driver takes it."""
 
     sql: str
-    # For each driver parameter in order: the index of its value in a row, or None for a
-    # constant of the statement; the constant; the bind processor of its type.
-    slots: tuple[tuple[int | None, Any, Callable[[Any], Any] | None], ...]
+    picks: tuple[tuple[int | None, Any], ...] | None
+    """For each driver parameter in order: the index of its value in a row, or None and the
+    statement's constant; None when the driver's parameters are the row itself."""
+    conversions: tuple[tuple[int, Convert], ...]
+    """``(position, bind processor)`` of each driver parameter whose type converts it."""
+    results: tuple[tuple[int, Convert], ...]
+    """``(position, result processor)`` of each selected column whose type converts it."""
 
     def parameters(self, row: Row) -> tuple[Any, ...]:
-        return tuple(
-            (row[index] if index is not None else constant)
-            if process is None
-            else process(row[index] if index is not None else constant)
-            for index, constant, process in self.slots
-        )
+        if self.picks is None:
+            values = list(row)
+        else:
+            values = [row[index] if index is not None else value for index, value in self.picks]
+        for position, convert in self.conversions:
+            values[position] = convert(values[position])
+        return tuple(values)
+
+    def rows(self, found: Iterable[Row]) -> list[tuple[Any, ...]]:
+        if not self.results:
+            return [tuple(values) for values in found]
+        rows = []
+        for values in found:
+            row = list(values)
+            for position, convert in self.results:
+                row[position] = convert(row[position])
+            rows.append(tuple(row))
+        return rows
+
+
+def _none_kept(convert: Convert) -> Convert:
+    """``convert`` with None answered at once, by what ``convert`` makes of it.
+
+    JSON turns None into the text ``null`` with a ``json.dumps`` every time: in a meter
+    sample's row that was most of the cost of its parameters.
+    """
+    null = convert(None)
+    if null is None:
+        return convert  # it passes None through already
+    return lambda value: null if value is None else convert(value)
 
 
 class DriverStatement:
@@ -85,13 +118,23 @@ class DriverStatement:
         if order is None:
             raise ValueError(f"dialect {dialect.name} does not take positional parameters")
         index = {name: i for i, name in enumerate(self.names)}
-        slots = []
-        for name in order:
+        picks: list[tuple[int | None, Any]] = []
+        conversions: list[tuple[int, Convert]] = []
+        for position, name in enumerate(order):
             bind = compiled.binds[name]
-            constant = None if name in index else bind.effective_value
-            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            slots.append((index.get(name), constant, process))
-        return _Compiled(compiled.string, tuple(slots))
+            picks.append((index[name], None) if name in index else (None, bind.effective_value))
+            convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if convert is not None:
+                conversions.append((position, _none_kept(convert)))
+        itself = picks == [(i, None) for i in range(len(self.names))]
+        results = tuple(
+            (position, convert)
+            for position, column in enumerate(getattr(self.statement, "selected_columns", ()))
+            if (convert := column.type.dialect_impl(dialect).result_processor(dialect, None))
+        )
+        return _Compiled(
+            compiled.string, None if itself else tuple(picks), tuple(conversions), results
+        )
 
     async def execute_many(self, connection: AsyncConnection, rows: Sequence[Row]) -> None:
         """Run the statement once for each row (one executemany), in the open transaction."""
@@ -120,14 +163,17 @@ class DriverStatement:
         return int(cursor.rowcount)
 
     async def fetch_all(self, connection: AsyncConnection, row: Row) -> list[tuple[Any, ...]]:
-        """Run the statement with one row of values; every result row, as the driver gives it."""
-        compiled = self._for(connection.dialect)
-        parameters = compiled.parameters(row)
+        """Run the (SELECT) statement with one row of values; every result row, converted."""
         if connection.dialect.name != "sqlite":
-            result = await connection.exec_driver_sql(compiled.sql, parameters)
+            result = await connection.execute(
+                self.statement, dict(zip(self.names, row, strict=True))
+            )
             return [tuple(found) for found in result]
-        found = await _on_sqlite(connection, "execute_fetchall", compiled.sql, parameters)
-        return [tuple(values) for values in found]
+        compiled = self._for(connection.dialect)
+        found = await _on_sqlite(
+            connection, "execute_fetchall", compiled.sql, compiled.parameters(row)
+        )
+        return compiled.rows(found)
 
 
 async def _on_sqlite(connection: AsyncConnection, method: str, sql: str, parameters: Any) -> Any:
@@ -149,3 +195,21 @@ async def _on_sqlite(connection: AsyncConnection, method: str, sql: str, paramet
         raise DBAPIError.instance(
             sql, None, error, dbapi.Error, dialect=connection.dialect
         ) from error
+
+
+def padded_size(count: int) -> int:
+    """``count`` rounded up to a power of two.
+
+    A statement over a list of values (``IN``, a ``VALUES`` list) is built for a padded size,
+    so a batch of any length uses one of a few cached statements.
+    """
+    return 1 << max(count - 1, 0).bit_length()
+
+
+def padded(values: Sequence[T], fill: T | None = None) -> list[T]:
+    """``values`` made ``padded_size`` long with ``fill``, or by repeating the last value.
+
+    ``IN`` ignores repeats; a list joined to a table wants a ``fill`` that matches nothing.
+    """
+    filler = values[-1] if fill is None else fill
+    return [*values, *[filler] * (padded_size(len(values)) - len(values))]

@@ -8,6 +8,7 @@ An event knows its ``topic`` and which aggregate it is about; its payload is its
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -42,6 +43,12 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+@functools.cache
+def _field_names(event_class: type[DomainEvent]) -> tuple[str, ...]:
+    # dataclasses.fields() walks the class's fields again on every call: once per event.
+    return tuple(f.name for f in dataclasses.fields(event_class))
+
+
 @dataclass(frozen=True, kw_only=True)
 class DomainEvent:
     """Base of every event. Subclasses set ``topic`` and ``aggregate``."""
@@ -57,7 +64,7 @@ class DomainEvent:
 
     def payload(self) -> dict[str, Any]:
         """Return the event's fields as JSON-ready values."""
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {name: _jsonable(getattr(self, name)) for name in _field_names(type(self))}
 
 
 @dataclass(frozen=True, kw_only=True)

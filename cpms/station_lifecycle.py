@@ -27,7 +27,7 @@ from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
-from cpms.driver_sql import DriverStatement
+from cpms.driver_sql import DriverStatement, padded, padded_size
 from cpms.errors import NotFound
 from cpms.events import (
     EvseChanged,
@@ -294,7 +294,7 @@ async def record_statuses(uow: UnitOfWork, reports: Sequence[StationStatus]) -> 
     if stations:
         for uid, location_id, station_id, number, status in await _evses_of(
             len(stations)
-        ).fetch_all(connection, _padded(stations)):
+        ).fetch_all(connection, padded(stations)):
             known[(station_id, number)] = [uid, location_id, status]
     changes: dict[str, tuple[str, str, datetime]] = {}  # uid: (uid, new status, at)
     touches: dict[str, datetime] = {}
@@ -395,21 +395,12 @@ _LOCATION_TOUCH = DriverStatement(
 @functools.cache
 def _evses_of(stations: int) -> DriverStatement:
     """The EVSEs of up to ``stations`` stations (rounded up to a power of two: few variants)."""
-    size = _padded_size(stations)
+    size = padded_size(stations)
     names = tuple(f"station_{i}" for i in range(size))
     query = select(
         _EVSE.c.uid, _EVSE.c.location_id, _EVSE.c.station_id, _EVSE.c.ocpp_evse_id, _EVSE.c.status
     ).where(_EVSE.c.station_id.in_([bindparam(name) for name in names]))
     return DriverStatement(query, names)
-
-
-def _padded_size(count: int) -> int:
-    return 1 << max(count - 1, 0).bit_length()
-
-
-def _padded(values: Sequence[str]) -> list[str]:
-    """``values`` repeated at the end up to the size ``_evses_of`` takes; ``IN`` ignores repeats."""
-    return [*values, *[values[-1]] * (_padded_size(len(values)) - len(values))]
 
 
 def _refresh_loaded(

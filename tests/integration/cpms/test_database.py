@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
+import aiosqlite
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -60,6 +61,33 @@ async def test_sqlite_runs_in_wal_mode_with_foreign_keys(engine: AsyncEngine) ->
     async with engine.connect() as connection:
         assert (await connection.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
         assert (await connection.execute(text("PRAGMA foreign_keys"))).scalar() == 1
+
+
+async def test_a_connection_is_rolled_back_on_its_return_only_when_a_transaction_is_open(
+    engine: AsyncEngine, uow: UnitOfWorkFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On SQLite every rollback is a trip to aiosqlite's thread; after a commit there is no
+    # transaction left to roll back, and the pool's usual reset made that trip each time.
+    rollbacks: list[object] = []
+    rollback = aiosqlite.Connection.rollback
+
+    async def counted(connection: aiosqlite.Connection) -> None:
+        rollbacks.append(connection)
+        await rollback(connection)
+
+    monkeypatch.setattr(aiosqlite.Connection, "rollback", counted)
+    sqlite = engine.dialect.name == "sqlite"
+    async with uow() as work:
+        work.session.add(_location("KEPT"))
+        await work.commit()
+    assert rollbacks == []
+    async with uow() as work:
+        work.session.add(_location("DROPPED"))
+        await work.session.flush()  # written, in a transaction left open
+    assert len(rollbacks) == (1 if sqlite else 0)
+    async with uow() as work:
+        found = await work.session.scalars(select(Location.id).order_by(Location.id))
+        assert list(found) == ["KEPT"]
 
 
 async def test_foreign_keys_are_enforced(uow: UnitOfWorkFactory) -> None:

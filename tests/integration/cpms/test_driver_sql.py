@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, event, insert, select, update
+from sqlalchemy import String, bindparam, event, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cpms.driver_sql import DriverStatement
+from cpms.driver_sql import DriverStatement, padded, padded_size
 from cpms.model import OutboxEntry
 from cpms.unit_of_work import UnitOfWorkFactory
 
@@ -120,3 +120,47 @@ async def test_a_driver_error_is_raised_as_sqlalchemys_and_listeners_see_the_sta
         event.remove(engine.sync_engine, "before_cursor_execute", heard)
     assert [statement.split()[:3] for statement in seen] == [["INSERT", "INTO", "outbox"]]
     assert await _stored(uow) == []
+
+
+_EVERYTHING = DriverStatement(
+    select(*(_OUTBOX.c[name] for name in (*_COLUMNS, "attempts")))
+    .where(_OUTBOX.c.attempts >= bindparam("least"))
+    .order_by(_OUTBOX.c.aggregate_id),
+    ("least",),
+)
+
+
+async def test_a_read_on_the_driver_converts_what_it_reads_as_sqlalchemy_does(
+    uow: UnitOfWorkFactory,
+) -> None:
+    async with uow() as work:
+        await _INSERT.execute_many(await work.session.connection(), _ROWS)
+        await work.commit()
+    async with uow() as work:
+        read = await _EVERYTHING.fetch_all(await work.session.connection(), (0,))
+    # JSON as objects, times as aware UTC datetimes, None as None: what SQLAlchemy reads.
+    assert read == await _stored(uow)
+    assert read[0][3] == {"fields": ["status"], "n": 1}
+    assert read[2][4] == _AT  # written in another offset
+    assert read[2][3] is None
+
+
+async def test_a_none_for_json_is_stored_as_sqlalchemy_stores_it(uow: UnitOfWorkFactory) -> None:
+    # SQLAlchemy stores a JSON column's None as the JSON text null, not as SQL NULL; the
+    # driver path answers None without serialising it each time, and must store the same.
+    raw = select(_OUTBOX.c.payload.cast(String)).where(_OUTBOX.c.aggregate_id == "T1")
+    async with uow() as work:
+        await work.session.execute(
+            insert(_OUTBOX), [dict(zip((*_COLUMNS, "attempts"), _ROWS[1], strict=True))]
+        )
+        through_sqlalchemy = await work.session.scalar(raw)
+        await work.session.execute(_OUTBOX.delete())
+        await _INSERT.execute_many(await work.session.connection(), [_ROWS[1]])
+        assert await work.session.scalar(raw) == through_sqlalchemy == "null"
+
+
+def test_lists_are_padded_to_a_power_of_two_with_repeats_or_a_filler() -> None:
+    assert [padded_size(n) for n in (1, 2, 3, 5, 64, 65)] == [1, 2, 4, 8, 64, 128]
+    assert padded(["a", "b", "c"]) == ["a", "b", "c", "c"]
+    assert padded([("a", "1")] * 3, fill=("", "")) == [("a", "1")] * 3 + [("", "")]
+    assert padded(["a", "b"]) == ["a", "b"]

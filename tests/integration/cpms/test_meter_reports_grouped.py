@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from charging_support import start_decided, stop_decided
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cpms import stations
 from cpms.admission import AdmissionPolicy, Verdict
@@ -34,6 +35,7 @@ from cpms.charging import (
     Sample,
     StartRequest,
     StopRequest,
+    _meters_of_keys,
     record_meter_reports,
     record_meter_values,
 )
@@ -341,3 +343,25 @@ async def test_a_grouped_batch_writes_what_each_report_alone_writes(
     assert any(event[1] == "unknown_transaction" for event in a["log"])
     for table in a:
         assert b[table] == a[table], table
+
+
+async def test_a_batch_finds_its_sessions_by_index_not_by_reading_every_session(
+    engine: AsyncEngine,
+) -> None:
+    # `(station_id, transaction_id) IN (...)` made SQLite read the whole session table for
+    # every batch, a cost growing with each session ever stored; a list joined to the table
+    # is one lookup a pair in the (station, transaction id) index.
+    statement = _meters_of_keys(3).statement
+    sql = str(statement.compile(dialect=engine.dialect))
+    pairs = ("CS1", "1", "CS2", "7", "CS3", "9", None, None)
+    async with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            plan = await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", pairs)
+        else:  # an empty table is read whole whatever the query; ask what else it could do
+            await connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            plan = await connection.exec_driver_sql(f"EXPLAIN {sql}", pairs)
+        steps = " | ".join(str(step[-1]) for step in plan)
+    assert "SCAN session" not in steps
+    assert "Seq Scan on session" not in steps
+    assert "session" in steps
+    assert "INDEX" in steps.upper()
