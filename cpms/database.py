@@ -52,7 +52,14 @@ def _reset_sqlite(
     its thread: one more per commit on the hot path, for a connection the commit left with
     no transaction at all (issue 8).
     """
-    if state.asyncio_safe and record.driver_connection.in_transaction:
+    driver = record.driver_connection
+    if not state.asyncio_safe or driver is None:
+        return
+    try:
+        open_transaction = driver.in_transaction
+    except ValueError:  # aiosqlite's connection is closed already: nothing to roll back
+        return
+    if open_transaction:
         dbapi_connection.rollback()
 
 
