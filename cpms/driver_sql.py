@@ -22,8 +22,7 @@ conversion depends on the types the driver reports for the result, which only a 
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -37,8 +36,6 @@ __all__ = ["DriverStatement", "padded", "padded_size"]
 
 Row = Sequence[Any]
 T = TypeVar("T")
-
-
 Convert = Callable[[Any], Any]
 
 
@@ -57,23 +54,19 @@ class _Compiled:
 
     def parameters(self, row: Row) -> tuple[Any, ...]:
         if self.picks is None:
-            values = list(row)
-        else:
-            values = [row[index] if index is not None else value for index, value in self.picks]
-        for position, convert in self.conversions:
-            values[position] = convert(values[position])
-        return tuple(values)
+            return _converted(list(row), self.conversions)
+        picked = [row[index] if index is not None else value for index, value in self.picks]
+        return _converted(picked, self.conversions)
 
     def rows(self, found: Iterable[Row]) -> list[tuple[Any, ...]]:
-        if not self.results:
-            return [tuple(values) for values in found]
-        rows = []
-        for values in found:
-            row = list(values)
-            for position, convert in self.results:
-                row[position] = convert(row[position])
-            rows.append(tuple(row))
-        return rows
+        return [_converted(list(values), self.results) for values in found]
+
+
+def _converted(values: list[Any], conversions: tuple[tuple[int, Convert], ...]) -> tuple[Any, ...]:
+    """``values`` with each ``(position, convert)`` applied in place, as a tuple."""
+    for position, convert in conversions:
+        values[position] = convert(values[position])
+    return tuple(values)
 
 
 def _none_kept(convert: Convert) -> Convert:
@@ -95,10 +88,6 @@ class DriverStatement:
         self.statement = statement
         self.names = tuple(names)
         self._compiled: dict[str, _Compiled] = {}
-        pick = operator.itemgetter(*self.names)
-        self._values: Callable[[Mapping[str, Any]], Row] = (
-            pick if len(self.names) > 1 else lambda row: (pick(row),)
-        )
 
     def _for(self, dialect: Dialect) -> _Compiled:
         compiled = self._compiled.get(dialect.name)
@@ -146,12 +135,6 @@ class DriverStatement:
             await connection.exec_driver_sql(compiled.sql, parameters)
             return
         await _on_sqlite(connection, "executemany", compiled.sql, parameters)
-
-    async def execute_many_mappings(
-        self, connection: AsyncConnection, rows: Sequence[Mapping[str, Any]]
-    ) -> None:
-        """``execute_many`` for rows given as mappings with (at least) the keys ``names``."""
-        await self.execute_many(connection, [self._values(row) for row in rows])
 
     async def execute(self, connection: AsyncConnection, row: Row) -> int:
         """Run the statement once with one row of values; the number of rows it changed."""

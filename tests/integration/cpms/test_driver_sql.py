@@ -72,14 +72,12 @@ async def test_rows_written_on_the_driver_read_back_as_sqlalchemy_writes_them(
     assert through_sqlalchemy[0][3] == {"fields": ["status"], "n": 1}
 
 
-async def test_mappings_updates_and_reads_go_through_the_same_statements(
+async def test_updates_and_reads_go_through_the_same_statements(
     uow: UnitOfWorkFactory,
 ) -> None:
     async with uow() as work:
         connection = await work.session.connection()
-        await _INSERT.execute_many_mappings(
-            connection, [dict(zip((*_COLUMNS, "attempts"), row, strict=True)) for row in _ROWS]
-        )
+        await _INSERT.execute_many(connection, _ROWS)
         assert await _TOPICS.fetch_all(connection, ("location",)) == [
             ("L1", "location.changed"),
             ("L2", "location.changed"),
