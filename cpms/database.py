@@ -1,13 +1,17 @@
 """The database: async engine, SQLite tuning, and schema migrations on start.
 
-SQLite (the default) runs in WAL mode with foreign keys on; PostgreSQL is the production and
-multi-node engine. Both get the same Alembic migrations. ``prepare_schema`` brings an empty or
-old database to the head revision, or, when migrating is not allowed, refuses with
-``SchemaOutOfDate``. On PostgreSQL an advisory lock keeps two nodes from migrating at once.
+SQLite (the default) runs in WAL mode with foreign keys on, each commit synced to disk, and
+the log copied into the database file in the background (``WalCheckpointer``), not by the
+commits of the hot path; PostgreSQL is the production and multi-node engine. Both get the
+same Alembic migrations. ``prepare_schema`` brings an empty or old database to the head
+revision, or, when migrating is not allowed, refuses with ``SchemaOutOfDate``. On
+PostgreSQL an advisory lock keeps two nodes from migrating at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,14 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
 from cpms.errors import SchemaOutOfDate
 
-__all__ = ["create_engine", "current_revision", "head_revision", "ping", "prepare_schema"]
+__all__ = [
+    "WalCheckpointer",
+    "create_engine",
+    "current_revision",
+    "head_revision",
+    "ping",
+    "prepare_schema",
+]
 
 log = logging.getLogger("cpms.database")
 
@@ -32,12 +43,25 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK_ID = 0x43504D53  # "CPMS"
 
 
+WAL_CHECKPOINT_INTERVAL = 0.5
+"""Seconds between two background checkpoints of a SQLite node (``WalCheckpointer``)."""
+
+WAL_CHECKPOINT_CEILING = 16384
+"""Pages (64 MiB) the write-ahead log may hold before a commit checkpoints it itself.
+
+Only reached when the background checkpoints fall behind (a long reader holds old pages)
+or do not run (``cpms`` commands other than ``serve`` and ``demo``).
+"""
+
+
 def _tune_sqlite(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     cursor = dbapi_connection.cursor()
-    # WAL lets readers run beside the writer; NORMAL is durable at each checkpoint in WAL mode
-    # and loses nothing on a process crash, only possibly the last commits on power loss.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers run beside the writer
+    # FULL syncs the log at every commit: a station is answered after its batch commits, and
+    # what it was told is stored survives a power loss too, not only a crash (NORMAL could
+    # lose the last commits). The group committer makes that one sync per batch.
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_CEILING}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
@@ -66,12 +90,73 @@ def _reset_sqlite(
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """Create the async engine for ``url`` (already normalised to an async driver)."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, pool_reset_on_return=None, **kwargs)
+        # LIFO: the connection returned last is handed out next. SQLite keeps a page cache
+        # per connection and drops all of it when another connection wrote since its last
+        # transaction, so taking the pool's connections in turn re-read the hot pages at
+        # every group commit.
+        engine = create_async_engine(url, pool_reset_on_return=None, pool_use_lifo=True, **kwargs)
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
         event.listen(engine.sync_engine.pool, "reset", _reset_sqlite)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)
+
+
+class WalCheckpointer:
+    """Copies a SQLite node's write-ahead log into the database file, off the hot path.
+
+    Left to itself, SQLite checkpoints inside the commit that grows the log past
+    ``wal_autocheckpoint`` pages: that commit copies the pages to the database file and
+    syncs it while every station of its batch waits for its answer. Under durable meter
+    values this was half of a commit's time (docs/PERFORMANCE.md, session 13). Here a
+    PASSIVE checkpoint runs every ``interval`` on a connection of its own, so on aiosqlite's
+    thread of that connection: it copies what no reader still needs and never blocks the
+    writer. The commits' own checkpoint stays, at ``WAL_CHECKPOINT_CEILING`` pages, for
+    when this one falls behind. Nothing to do on PostgreSQL.
+    """
+
+    def __init__(self, engine: AsyncEngine, interval: float = WAL_CHECKPOINT_INTERVAL) -> None:
+        self._engine = engine
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None
+
+    async def start(self) -> None:
+        """Start checkpointing (on SQLite only)."""
+        if self._task is None and self._engine.dialect.name == "sqlite":
+            self._task = asyncio.create_task(self._checkpoint_forever(), name="wal-checkpoint")
+
+    async def stop(self) -> None:
+        """Stop checkpointing; the last connection to close checkpoints what is left."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def checkpoint(self) -> tuple[int, int]:
+        """Run one PASSIVE checkpoint: the pages in the log, and how many of them are copied."""
+        async with self._engine.connect() as connection:
+            result = await connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            _busy, logged, copied = result.one()
+        return int(logged), int(copied)
+
+    async def _checkpoint_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                logged, copied = await self.checkpoint()
+            except Exception:  # the database is busy or gone for now: try again next round
+                log.warning("WAL checkpoint failed; trying again", exc_info=True)
+                continue
+            if logged != copied:
+                log.debug(
+                    "WAL checkpoint: %d of %d pages copied, readers hold the rest", copied, logged
+                )
 
 
 def _alembic_config(connection: Connection | None = None) -> Config:

@@ -29,7 +29,14 @@ from cpms import stations
 from cpms.admission import Admission
 from cpms.authorization import Authorizer, Operator
 from cpms.config import Settings
-from cpms.database import create_engine, current_revision, head_revision, ping, prepare_schema
+from cpms.database import (
+    WalCheckpointer,
+    create_engine,
+    current_revision,
+    head_revision,
+    ping,
+    prepare_schema,
+)
 from cpms.demo import (
     DEMO_STATION_PREFIX,
     DEMO_TOKENS,
@@ -117,6 +124,7 @@ class Runtime:
         self.node = node or f"{socket.gethostname()}:{os.getpid()}"
         self.engine = create_engine(settings.database_url)
         self.uow = UnitOfWorkFactory(self.engine)
+        self.checkpointer = WalCheckpointer(self.engine)
         self.generated_admin_token: str | None = None
         self.committer = GroupCommitter(self.uow)
         self.vault = TokenVault.from_file(settings.secret_key_file)
@@ -264,6 +272,7 @@ class Runtime:
         """Prepare the database, then start both listeners. Undo everything on failure."""
         try:
             await prepare_schema(self.engine, allow_migrate=self.settings.auto_migrate)
+            await self.checkpointer.start()
             self.generated_admin_token = await ensure_admin_token(
                 self.uow(), self.settings.admin_token
             )
@@ -319,6 +328,7 @@ class Runtime:
         if self.committer.running:
             await self.liveness_writer.stop()  # the last moments heard, before the committer
         await self.committer.stop()
+        await self.checkpointer.stop()
         await self.ocpi_client.close()
         await self.engine.dispose()
 

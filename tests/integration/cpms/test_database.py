@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -10,12 +13,22 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from cpms.database import create_engine, current_revision, head_revision, prepare_schema
+from cpms.database import (
+    WAL_CHECKPOINT_CEILING,
+    WalCheckpointer,
+    create_engine,
+    current_revision,
+    head_revision,
+    prepare_schema,
+)
 from cpms.errors import SchemaOutOfDate
 from cpms.model import Base, ChargingStation, Location, MeterSample
+from cpms.runtime import Runtime
 from cpms.unit_of_work import UnitOfWorkFactory
+
+from support import TIME_UNIT
 
 
 def _differences(connection: Connection) -> list[object]:
@@ -55,12 +68,82 @@ async def test_migrating_can_be_refused(database_url: str) -> None:
         await engine.dispose()
 
 
-async def test_sqlite_runs_in_wal_mode_with_foreign_keys(engine: AsyncEngine) -> None:
+async def test_sqlite_runs_in_wal_mode_synced_at_each_commit_with_foreign_keys(
+    engine: AsyncEngine,
+) -> None:
     if engine.dialect.name != "sqlite":
         pytest.skip("SQLite pragmas only")
     async with engine.connect() as connection:
-        assert (await connection.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
-        assert (await connection.execute(text("PRAGMA foreign_keys"))).scalar() == 1
+
+        async def pragma(name: str) -> object:
+            return (await connection.execute(text(f"PRAGMA {name}"))).scalar()
+
+        assert await pragma("journal_mode") == "wal"
+        assert await pragma("synchronous") == 2  # FULL: a commit survives a power loss
+        assert await pragma("wal_autocheckpoint") == WAL_CHECKPOINT_CEILING
+        assert await pragma("foreign_keys") == 1
+
+
+async def test_the_sqlite_pool_hands_out_the_connection_returned_last(
+    engine: AsyncEngine,
+) -> None:
+    # SQLite drops a connection's page cache when another connection wrote since: the group
+    # committer's transactions keep theirs warm by getting the same connection each time.
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite pool only")
+
+    async def driver(connection: AsyncConnection) -> object:
+        return (await connection.get_raw_connection()).driver_connection
+
+    async with engine.connect() as first, engine.connect() as second:
+        older, newer = await driver(first), await driver(second)
+    assert older is not newer
+    for _ in range(3):  # `first` was returned last: the context managers exit in reverse
+        async with engine.connect() as connection:
+            assert await driver(connection) is older
+
+
+def _in_database_file(path: str, location_id: str) -> bool:
+    """Whether the database file itself, its write-ahead log ignored, holds the location."""
+    with contextlib.closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as file:
+        found = file.execute("SELECT count(*) FROM location WHERE id = ?", (location_id,))
+        return bool(found.fetchone()[0])
+
+
+async def test_committed_rows_reach_the_database_file_by_background_checkpoints(
+    engine: AsyncEngine, uow: UnitOfWorkFactory
+) -> None:
+    # A commit only appends to the log (WAL_CHECKPOINT_CEILING is far); copying the log
+    # into the file is the checkpointer's, on its own connection, not the committing one's.
+    if engine.dialect.name != "sqlite":
+        checkpointer = WalCheckpointer(engine)
+        await checkpointer.start()
+        assert not checkpointer.running  # PostgreSQL has no log of ours to copy
+        return
+    path = engine.url.database
+    assert path is not None
+    async with uow() as work:
+        work.session.add(_location("LOGGED"))
+        await work.commit()
+    assert not _in_database_file(path, "LOGGED")
+    checkpointer = WalCheckpointer(engine, interval=0.02)
+    await checkpointer.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + 5 * TIME_UNIT
+        while not _in_database_file(path, "LOGGED"):
+            assert asyncio.get_running_loop().time() < deadline, "never checkpointed"
+            await asyncio.sleep(0.02)
+    finally:
+        await checkpointer.stop()
+    assert not checkpointer.running
+    logged, copied = await checkpointer.checkpoint()
+    assert logged == copied  # no reader holds a page back: the whole log is in the file
+
+
+async def test_a_node_checkpoints_in_the_background_while_it_runs(runtime: Runtime) -> None:
+    assert runtime.checkpointer.running == (runtime.engine.dialect.name == "sqlite")
+    await runtime.stop()
+    assert not runtime.checkpointer.running
 
 
 async def test_a_connection_is_rolled_back_on_its_return_only_when_a_transaction_is_open(
