@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from charging_support import start_decided, stop_decided
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cpms import stations
@@ -365,3 +365,14 @@ async def test_a_batch_finds_its_sessions_by_index_not_by_reading_every_session(
     assert "Seq Scan on session" not in steps
     assert "session" in steps
     assert "INDEX" in steps.upper()
+
+
+async def test_meter_samples_are_indexed_by_session_only(engine: AsyncEngine) -> None:
+    # Each index of meter_sample costs a batch of readings a page per station in the write-ahead
+    # log and the checkpoint; samples are read by session only (a replay's check, a CDR's
+    # signed values), so an index by station was all cost.
+    async with engine.connect() as connection:
+        indexes = await connection.run_sync(lambda sync: inspect(sync).get_indexes("meter_sample"))
+    assert [(index["name"], index["column_names"]) for index in indexes] == [
+        ("ix_meter_sample_session_id_sampled_at", ["session_id", "sampled_at"])
+    ]
