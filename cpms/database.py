@@ -122,6 +122,7 @@ class WalCheckpointer:
 
     @property
     def running(self) -> bool:
+        """Whether it checkpoints in the background (started, on SQLite, not stopped)."""
         return self._task is not None
 
     async def start(self) -> None:
