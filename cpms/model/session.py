@@ -128,7 +128,7 @@ class MeterSample(Base):
     # Only the index its readers use (a replay's check, a CDR's signed values: both by
     # session). Every reading writes into each index of this table at its session's or its
     # station's own place, a page of its own; an index by station that no query read cost
-    # a third of the pages a batch of readings wrote (migration 0011).
+    # a third of the pages a batch's samples wrote (migration 0011).
     __table_args__ = (Index("ix_meter_sample_session_id_sampled_at", "session_id", "sampled_at"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
