@@ -186,6 +186,7 @@ class Runtime:
             password,
             policy=self.settings.station_admission,
             default_location=default_location(self.settings),
+            write=self.committer.run,
         )
 
     async def _connected(self, station_id: str, version: OcppVersion) -> StationProfile:

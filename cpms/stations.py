@@ -8,7 +8,9 @@ the gateway calls ``admit_station`` during the websocket handshake and ``mark_co
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -183,6 +185,9 @@ async def retire_station(uow: UnitOfWork, station_id: str) -> ChargingStation:
 
 _ADMISSION_ATTEMPTS = 3
 
+Registration = Callable[[UnitOfWork], Awaitable[Admission]]
+"""The write that registers a station on its first connection (work for a unit of work)."""
+
 
 async def admit_station(
     uow: UnitOfWork,
@@ -191,15 +196,23 @@ async def admit_station(
     *,
     policy: AdmissionPolicy,
     default_location: DefaultLocation,
+    write: Callable[[Registration], Awaitable[Admission]] | None = None,
 ) -> Admission:
-    """Decide whether a connecting station may open its OCPP connection."""
+    """Decide whether a connecting station may open its OCPP connection.
+
+    A known station is decided by a read. A station registered on its first connection is
+    written by ``write`` (the node passes its group committer's ``run``: on SQLite a write
+    of its own would wait for the write lock behind the group commits of every connected
+    station, and under a storm of first connections time out); None: in a transaction of
+    its own.
+    """
     for attempt in range(1, _ADMISSION_ATTEMPTS + 1):
         try:
-            return await _admit_once(uow, station_id, password, policy, default_location)
+            return await _admit_once(uow, station_id, password, policy, default_location, write)
         except IntegrityError:
-            # First connections of new stations raced (a reconnect storm under open admission)
-            # to create the default location or this very station; the winner's rows are
-            # committed, so the next attempt finds them.
+            # First connections of new stations raced (a reconnect storm under open admission,
+            # several nodes) to create the default location or this very station; the
+            # winner's rows are committed, so the next attempt finds them.
             if attempt == _ADMISSION_ATTEMPTS:
                 raise
     raise AssertionError("unreachable")
@@ -211,35 +224,68 @@ async def _admit_once(
     password: str | None,
     policy: AdmissionPolicy,
     default_location: DefaultLocation,
+    write: Callable[[Registration], Awaitable[Admission]] | None,
 ) -> Admission:
     async with uow:
         station = await uow.session.get(ChargingStation, station_id)
-        if station is not None and station.retired:
-            return Admission(Verdict.UNKNOWN_STATION, station_id, "station is retired")
-        if station is not None:
-            if station.password_hash is None:
-                return Admission(Verdict.ACCEPTED, station_id)
-            if password is not None and verify_password(password, station.password_hash):
-                return Admission(Verdict.ACCEPTED, station_id)
-            return Admission(Verdict.BAD_CREDENTIALS, station_id, "wrong or missing password")
-        if policy is AdmissionPolicy.KNOWN or not valid_station_id(station_id):
-            return Admission(Verdict.UNKNOWN_STATION, station_id, "unknown station id")
-        now = utcnow()
-        location = await ensure_default_location(uow, default_location)
-        uow.session.add(
-            ChargingStation(
-                id=station_id, location_id=location.id, registered_by="admission",
-                approved=policy is AdmissionPolicy.OPEN, created_at=now, updated_at=now,
-            )
-        )  # fmt: skip
-        uow.record(
-            StationRegistered(
-                occurred_at=now, station_id=station_id, location_id=location.id,
-                registered_by="admission",
-            )
-        )  # fmt: skip
+    if station is not None:
+        return _admission_of(station, password)
+    if policy is AdmissionPolicy.KNOWN or not valid_station_id(station_id):
+        return Admission(Verdict.UNKNOWN_STATION, station_id, "unknown station id")
+    registration = partial(
+        _register,
+        station_id=station_id,
+        password=password,
+        approved=policy is AdmissionPolicy.OPEN,
+        default_location=default_location,
+    )
+    if write is not None:
+        return await write(registration)
+    async with uow:
+        admission = await registration(uow)
         await uow.commit()
-        return Admission(Verdict.ACCEPTED, station_id, "registered on connect", registered=True)
+        return admission
+
+
+def _admission_of(station: ChargingStation, password: str | None) -> Admission:
+    """The verdict on a station we know."""
+    if station.retired:
+        return Admission(Verdict.UNKNOWN_STATION, station.id, "station is retired")
+    if station.password_hash is None:
+        return Admission(Verdict.ACCEPTED, station.id)
+    if password is not None and verify_password(password, station.password_hash):
+        return Admission(Verdict.ACCEPTED, station.id)
+    return Admission(Verdict.BAD_CREDENTIALS, station.id, "wrong or missing password")
+
+
+async def _register(
+    uow: UnitOfWork,
+    *,
+    station_id: str,
+    password: str | None,
+    approved: bool,
+    default_location: DefaultLocation,
+) -> Admission:
+    """Register a station on its first connection (work: the caller commits)."""
+    station = await uow.session.get(ChargingStation, station_id)
+    if station is not None:
+        # Registered since the read: another connection of this id, written before this one.
+        return _admission_of(station, password)
+    now = utcnow()
+    location = await ensure_default_location(uow, default_location)
+    uow.session.add(
+        ChargingStation(
+            id=station_id, location_id=location.id, registered_by="admission",
+            approved=approved, created_at=now, updated_at=now,
+        )
+    )  # fmt: skip
+    uow.record(
+        StationRegistered(
+            occurred_at=now, station_id=station_id, location_id=location.id,
+            registered_by="admission",
+        )
+    )  # fmt: skip
+    return Admission(Verdict.ACCEPTED, station_id, "registered on connect", registered=True)
 
 
 async def mark_connected(

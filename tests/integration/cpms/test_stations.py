@@ -8,8 +8,9 @@ import pytest
 from sqlalchemy import select
 
 from cpms import stations
-from cpms.admission import AdmissionPolicy, Verdict
+from cpms.admission import Admission, AdmissionPolicy, Verdict
 from cpms.errors import Conflict, InvalidRequest, NotFound
+from cpms.group_commit import GroupCommitter
 from cpms.locations import DefaultLocation, ensure_default_location
 from cpms.model import ChargingStation, Location, OutboxEntry
 from cpms.stations import StationChanges
@@ -132,6 +133,39 @@ async def test_a_storm_of_new_stations_on_an_empty_database_admits_every_one(
     page = await stations.list_stations(uow(), limit=100)
     assert sorted(s.id for s in page.items) == sorted(f"NEW{n}" for n in range(20))
     assert {s.location_id for s in page.items} == {DEFAULT.id}
+
+
+async def test_first_connections_are_registered_by_the_writer_the_node_gives(
+    uow: UnitOfWorkFactory,
+) -> None:
+    # The node passes its group committer: on SQLite a registration in a transaction of its
+    # own waited for the write lock behind every group commit, and under a storm of first
+    # connections timed out ("database is locked"; docs/PERFORMANCE.md, session 15).
+    committer = GroupCommitter(uow)
+    await committer.start()
+
+    async def admit(station_id: str) -> Admission:
+        return await stations.admit_station(
+            uow(), station_id, None, policy=AdmissionPolicy.OPEN, default_location=DEFAULT,
+            write=committer.run,
+        )  # fmt: skip
+
+    try:
+        admissions = await asyncio.gather(
+            *(admit(f"NEW{n}") for n in range(20)), admit("TWIN"), admit("TWIN")
+        )
+        assert [a.verdict for a in admissions] == [Verdict.ACCEPTED] * 22
+        assert sum(a.registered for a in admissions[20:]) == 1  # the twin's second finds it
+        assert committer.items == 22
+        again = await admit("NEW0")  # known now: decided by a read, nothing written
+        assert (again.verdict, again.registered, committer.items) == (Verdict.ACCEPTED, False, 22)
+    finally:
+        await committer.stop()
+    page = await stations.list_stations(uow(), limit=100)
+    assert sorted(s.id for s in page.items) == sorted([*(f"NEW{n}" for n in range(20)), "TWIN"])
+    async with uow() as work:
+        topics = list(await work.session.scalars(select(OutboxEntry.topic)))
+    assert topics.count("station.registered") == 21
 
 
 async def test_a_password_is_required_and_checked(uow: UnitOfWorkFactory) -> None:
