@@ -122,7 +122,11 @@ class Bill:
 
     def subtotal(self, category: str) -> Price:
         """Exact cost of one category (see ``CATEGORIES``)."""
-        return sum((line.cost for line in self.lines if line.category == category), Price())
+        # At the engine's precision, as the lines were priced: in the default 28 digits a sum
+        # of repeating decimals (prices per hour) rounded, and more energy could come out a
+        # digit cheaper.
+        with localcontext(prec=PRECISION):
+            return sum((line.cost for line in self.lines if line.category == category), Price())
 
     def has(self, category: str) -> bool:
         """True if any line is of ``category``."""
