@@ -117,7 +117,7 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
                 _run, driver._conn, operation, parameters, many
             )
         self._description, rows, self._rowcount, self._lastrowid = outcome
-        self._rows = deque(rows) if rows else deque()
+        self._rows = deque(rows or ())
 
     # The base class reads rows from ``_rows`` too; spelled out so that this cursor does not
     # depend on how a SQLAlchemy release implements them.

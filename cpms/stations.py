@@ -19,6 +19,7 @@ from sqlalchemy.orm import selectinload
 from cpms.admission import Admission, AdmissionPolicy, Verdict
 from cpms.errors import Conflict, InvalidRequest
 from cpms.events import StationChanged, StationRegistered
+from cpms.group_commit import Work
 from cpms.locations import DefaultLocation, ensure_default_location
 from cpms.model import ChargingStation, Evse, Location, utcnow
 from cpms.pages import Page, fetch_page
@@ -185,9 +186,6 @@ async def retire_station(uow: UnitOfWork, station_id: str) -> ChargingStation:
 
 _ADMISSION_ATTEMPTS = 3
 
-Registration = Callable[[UnitOfWork], Awaitable[Admission]]
-"""The write that registers a station on its first connection (work for a unit of work)."""
-
 
 async def admit_station(
     uow: UnitOfWork,
@@ -196,7 +194,7 @@ async def admit_station(
     *,
     policy: AdmissionPolicy,
     default_location: DefaultLocation,
-    write: Callable[[Registration], Awaitable[Admission]] | None = None,
+    write: Callable[[Work[Admission]], Awaitable[Admission]] | None = None,
 ) -> Admission:
     """Decide whether a connecting station may open its OCPP connection.
 
@@ -224,7 +222,7 @@ async def _admit_once(
     password: str | None,
     policy: AdmissionPolicy,
     default_location: DefaultLocation,
-    write: Callable[[Registration], Awaitable[Admission]] | None,
+    write: Callable[[Work[Admission]], Awaitable[Admission]] | None,
 ) -> Admission:
     async with uow:
         station = await uow.session.get(ChargingStation, station_id)
