@@ -209,6 +209,7 @@ async def _anatomy(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 await _measure(counter, "StopTransaction", station, "StopTransaction", [stop])
             )
         rows.append(_merge("StopTransaction (CDR issued)", stop_rows))
+        rows.extend(await _transactions_at_once(counter, runtime, links, rounds=args.rounds))
         for station in links:
             station.close()
     finally:
@@ -253,13 +254,69 @@ async def _at_once(
     }
 
 
+async def _transactions_at_once(
+    counter: _Counter, runtime: Any, links: Sequence[Link], *, rounds: int
+) -> list[dict[str, Any]]:
+    """Every station starts a transaction at once, then stops it at once, ``rounds`` times.
+
+    What a reconnect storm's replays cost the node when they share transactions.
+    """
+    starts: list[dict[str, Any]] = []
+    stops: list[dict[str, Any]] = []
+    for round_ in range(rounds):
+        answers: list[dict[str, Any]] = []
+        starts.append(await _at_once(counter, runtime, "", _starts(links, answers), rounds=1))
+        ids = [answer["transactionId"] for answer in answers]
+        stops.append(await _at_once(counter, runtime, "", _stops(links, ids, round_), rounds=1))
+    crowd = len(links)
+    return [
+        _merge(f"StartTransaction, {crowd} stations at once", starts),
+        _merge(f"StopTransaction (CDR issued), {crowd} stations at once", stops),
+    ]
+
+
+def _starts(
+    links: Sequence[Link], answers: list[dict[str, Any]]
+) -> Callable[[int], list[Awaitable[Any]]]:
+    """Calls for ``_at_once``: a StartTransaction from every station, answers kept in order."""
+
+    async def start(link: Link, index: int) -> Any:
+        payload = {"connectorId": 1, "idTag": "ANATOMY1", "meterStart": 0, "timestamp": _stamp()}
+        frame, latency = await link.call("StartTransaction", payload)
+        answers[index] = frame[2]
+        return frame, latency
+
+    def calls(_round: int) -> list[Awaitable[Any]]:
+        answers[:] = [{} for _ in links]
+        return [start(link, index) for index, link in enumerate(links)]
+
+    return calls
+
+
+def _stops(
+    links: Sequence[Link], transaction_ids: Sequence[int], round_: int
+) -> Callable[[int], list[Awaitable[Any]]]:
+    """Calls for ``_at_once``: every station stops its transaction of ``transaction_ids``."""
+
+    def calls(_round: int) -> list[Awaitable[Any]]:
+        return [
+            link.call(
+                "StopTransaction",
+                {"transactionId": tx, "meterStop": 10 + round_, "timestamp": _stamp()},
+            )
+            for link, tx in zip(links, transaction_ids, strict=True)
+        ]
+
+    return calls
+
+
 def _merge(label: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     n = sum(r["messages"] for r in rows)
     kinds: Counter[str] = Counter()
     for r in rows:
         for kind, value in r["by_kind"].items():
             kinds[kind] += value * r["messages"]
-    return {
+    merged: dict[str, Any] = {
         "label": label,
         "messages": n,
         "statements_per_msg": round(
@@ -270,6 +327,9 @@ def _merge(label: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "cpu_ms_per_msg": round(sum(r["cpu_ms_per_msg"] * r["messages"] for r in rows) / n, 2),
         "wall_ms_per_msg": round(sum(r["wall_ms_per_msg"] * r["messages"] for r in rows) / n, 2),
     }
+    if all("batches" in r for r in rows):
+        merged["batches"] = sum(r["batches"] for r in rows)
+    return merged
 
 
 def _now() -> datetime:

@@ -33,7 +33,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from sqlalchemy import String, bindparam, column, insert, select, update, values
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.util import identity_key
 
 from cpms.authorization import Authorization, Operator, unknown_cdr_token
@@ -42,6 +42,7 @@ from cpms.driver_sql import DriverStatement, padded, padded_size
 from cpms.events import SessionEnded, SessionStarted, SessionUpdated
 from cpms.model import (
     BilledReading,
+    ChargingStation,
     Connector,
     Evse,
     MeterSample,
@@ -51,10 +52,12 @@ from cpms.model import (
 )
 from cpms.session_pricing import (
     DEFAULT_CURRENCY,
+    live_tariffs,
     record_billed_reading,
     refresh_running_cost,
     seal_session,
     tariff_switches_of,
+    tariffs_listed,
 )
 from cpms.station_lifecycle import evse_for, load_station, log_station_event, trusted_time
 from cpms.unit_of_work import UnitOfWork
@@ -68,6 +71,7 @@ __all__ = [
     "StartOutcome",
     "StartRequest",
     "StationMeterReport",
+    "StationStart",
     "StopOutcome",
     "StopRequest",
     "energy_reading",
@@ -79,6 +83,7 @@ __all__ = [
     "session_of",
     "session_power_w",
     "start_transaction",
+    "start_transactions",
     "stop_transaction",
 ]
 
@@ -259,7 +264,6 @@ async def start_transaction(
     CdrToken of a session no token is known for yet.
     """
     station = await load_station(uow, station_id)
-    started_at, clock_wrong = trusted_time(request.station_time, request.received_at)
     key = _start_key(request, request.station_time)
     existing = await uow.session.scalar(
         select(Session).where(Session.station_id == station_id, Session.start_key == key)
@@ -268,7 +272,6 @@ async def start_transaction(
         return StartOutcome(existing.transaction_id, existing.id, authorization, replayed=True)
 
     evse = await evse_for(uow, station, request.evse_number, at=request.received_at)
-    location = evse.location  # held: touch() in evse_for walks up to it
     session_id = str(uuid.uuid4())
     number = None
     transaction_id = request.transaction_id
@@ -279,19 +282,239 @@ async def start_transaction(
         transaction_id = str(number.id)
     else:
         await uow.session.flush()  # an EVSE evse_for just added goes in before its session
+    start = StationStart(station_id, request, authorization, operator)
+    session = _opened_session(start, station, evse, key, session_id, transaction_id)
+    connector = evse.connectors[0] if evse.connectors else None
+    await seal_session(uow, session, evse.location, evse, connector, ad_hoc=_ad_hoc(session))
+    reserved = None
+    if request.reservation_id is not None:
+        reservation = await uow.session.get(Reservation, request.reservation_id)
+        if reservation is not None and reservation.station_id == station_id:
+            session.reservation_id = reservation.id
+            reservation.status = "USED"
+            reserved = await uow.session.scalar(
+                select(Session).where(
+                    Session.reservation_id == reservation.id, Session.status == "RESERVATION"
+                )
+            )
+    if reserved is not None:
+        # OCPI: the reservation's session itself becomes ACTIVE (same id, already known to
+        # the eMSP), starting now; its reservation time stays priced before it.
+        if number is not None:
+            number.session_id = reserved.id
+        session = _activate(reserved, session)
+    else:
+        uow.session.add(session)
+    await uow.session.flush()  # samples point at it, and no relationship orders the inserts
+    writes = _MeterWrites()
+    _record_start(uow, writes, start, session)
+    await writes.send(uow)
+    return StartOutcome(transaction_id, session.id, authorization)
+
+
+@dataclass(frozen=True, slots=True)
+class StationStart:
+    """A start with the station that sent it and the decisions made before its write."""
+
+    station_id: str
+    request: StartRequest
+    authorization: Authorization | None
+    operator: Operator
+
+
+async def start_transactions(uow: UnitOfWork, starts: Sequence[StationStart]) -> list[StartOutcome]:
+    """``start_transaction`` for many starts, with a few statements for all of them.
+
+    Written for ``GroupCommitter.run_grouped``, like ``record_meter_reports``: the stations,
+    their EVSEs (with location and connectors), the sessions their start keys already opened
+    and the connectors' tariffs are read once for the batch; the transaction numbers and the
+    sessions are inserted by one flush each, what follows them by the next. The rare cases
+    go through ``start_transaction`` after the others: a start naming a reservation, an EVSE
+    nobody has described, an unknown station, a start key found without a transaction, and
+    every start of a station after its first in the batch (so its starts keep their order).
+    """
+    # Changes earlier works in this transaction left pending must reach the database first.
+    await uow.session.flush()
+    keys = [_start_key(start.request, start.request.station_time) for start in starts]
+    station_ids = {start.station_id for start in starts}
+    stations = await _stations_by_id(uow, station_ids)
+    evses = await _evses_by_number(uow, station_ids)
+    opened = await _opened_by_key(uow, station_ids, set(keys))
+    results: list[StartOutcome | None] = [None] * len(starts)
+    fresh: list[tuple[int, str, Evse]] = []
+    later: list[int] = []
+    seen: set[str] = set()
+    for index, (start, key) in enumerate(zip(starts, keys, strict=True)):
+        evse = evses.get((start.station_id, start.request.evse_number))
+        found = opened.get((start.station_id, key))
+        if (
+            start.station_id in seen
+            or start.station_id not in stations
+            or start.request.reservation_id is not None
+            or (found is not None and found[0] is None)
+            or (found is None and evse is None)
+        ):
+            later.append(index)
+        elif found is not None:
+            transaction_id, session_id = found
+            assert transaction_id is not None
+            results[index] = StartOutcome(
+                transaction_id, session_id, start.authorization, replayed=True
+            )
+        else:
+            assert evse is not None
+            fresh.append((index, key, evse))
+        seen.add(start.station_id)
+    if fresh:
+        await _open_sessions(uow, starts, fresh, stations, results)
+    for index in later:
+        start = starts[index]
+        results[index] = await start_transaction(
+            uow,
+            start.station_id,
+            start.request,
+            authorization=start.authorization,
+            operator=start.operator,
+        )
+    return [result for result in results if result is not None]
+
+
+async def _open_sessions(
+    uow: UnitOfWork,
+    starts: Sequence[StationStart],
+    fresh: list[tuple[int, str, Evse]],
+    stations: dict[str, ChargingStation],
+    results: list[StartOutcome | None],
+) -> None:
+    """``start_transaction``'s new sessions for ``starts[index]`` of ``fresh``, all at once."""
+    live = await live_tariffs(
+        uow, (i for _, _, evse in fresh for i in _first_connector_tariff_ids(evse))
+    )
+    session_ids = {index: str(uuid.uuid4()) for index, _, _ in fresh}
+    numbers = await _transaction_numbers(
+        uow,
+        {
+            session_ids[index]: starts[index].request.received_at
+            for index, _, _ in fresh
+            if starts[index].request.transaction_id is None
+        },
+    )
+    opened: list[tuple[StationStart, Session]] = []
+    for index, key, evse in fresh:
+        start = starts[index]
+        number = numbers.get(session_ids[index])
+        transaction_id = str(number) if number is not None else start.request.transaction_id
+        assert transaction_id is not None
+        station = stations[start.station_id]
+        session = _opened_session(start, station, evse, key, session_ids[index], transaction_id)
+        connector = evse.connectors[0] if evse.connectors else None
+        await seal_session(
+            uow,
+            session,
+            evse.location,
+            evse,
+            connector,
+            ad_hoc=_ad_hoc(session),
+            tariffs=tariffs_listed(connector, live),
+        )
+        opened.append((start, session))
+        results[index] = StartOutcome(transaction_id, session.id, start.authorization)
+    uow.session.add_all(session for _, session in opened)
+    await uow.session.flush()  # samples point at them, and no relationship orders the inserts
+    writes = _MeterWrites()
+    for start, session in opened:
+        _record_start(uow, writes, start, session)
+    await writes.send(uow)
+
+
+_NUMBER = TransactionNumber.__table__
+_NUMBERS_INSERT = insert(_NUMBER).returning(_NUMBER.c.id, _NUMBER.c.session_id)
+
+
+async def _transaction_numbers(uow: UnitOfWork, issued: dict[str, datetime]) -> dict[str, int]:
+    """New transaction numbers for these sessions (issued at), by session id.
+
+    One INSERT for all. Through the ORM each would be an INSERT of its own on SQLite, which
+    cannot tell which generated key belongs to which row of a many-row INSERT; the session id
+    (unique) tells it here.
+    """
+    if not issued:
+        return {}
+    connection = await uow.session.connection()
+    rows = [{"session_id": session_id, "issued_at": at} for session_id, at in issued.items()]
+    issued_numbers = await connection.execute(_NUMBERS_INSERT, rows)
+    return {session_id: number for number, session_id in issued_numbers}
+
+
+def _first_connector_tariff_ids(evse: Evse) -> Sequence[str]:
+    return (evse.connectors[0].tariff_ids or ()) if evse.connectors else ()
+
+
+async def _stations_by_id(uow: UnitOfWork, ids: set[str]) -> dict[str, ChargingStation]:
+    query = select(ChargingStation).where(ChargingStation.id.in_(ids))
+    return {station.id: station for station in await uow.session.scalars(query)}
+
+
+async def _evses_by_number(uow: UnitOfWork, station_ids: set[str]) -> dict[tuple[str, int], Evse]:
+    """The EVSEs of these stations by (station, OCPP number), as ``evse_for`` finds them.
+
+    A number two EVSEs share is left out: ``evse_for`` refuses it, so its start goes there.
+    """
+    query = (
+        select(Evse)
+        .where(Evse.station_id.in_(station_ids))
+        .options(joinedload(Evse.location), joinedload(Evse.connectors))
+    )
+    found: dict[tuple[str, int], Evse] = {}
+    shared: set[tuple[str, int]] = set()
+    for evse in (await uow.session.scalars(query)).unique():
+        if evse.station_id is None or evse.ocpp_evse_id is None:
+            continue
+        number = (evse.station_id, evse.ocpp_evse_id)
+        if number in found:
+            shared.add(number)
+        found[number] = evse
+    return {number: evse for number, evse in found.items() if number not in shared}
+
+
+async def _opened_by_key(
+    uow: UnitOfWork, station_ids: set[str], keys: set[str]
+) -> dict[tuple[str, str], tuple[str | None, str]]:
+    """(transaction id, session id) of the sessions these start keys opened, by (station, key)."""
+    query = select(Session.station_id, Session.start_key, Session.transaction_id, Session.id).where(
+        Session.station_id.in_(station_ids), Session.start_key.in_(keys)
+    )
+    return {
+        (station_id, key): (transaction_id, session_id)
+        for station_id, key, transaction_id, session_id in await uow.session.execute(query)
+        if key is not None
+    }
+
+
+def _opened_session(
+    start: StationStart,
+    station: ChargingStation,
+    evse: Evse,
+    key: str,
+    session_id: str,
+    transaction_id: str,
+) -> Session:
+    """The session ``start`` opens on ``evse``, not yet sealed (``seal_session``) nor added."""
+    request, authorization, operator = start.request, start.authorization, start.operator
+    started_at, clock_wrong = trusted_time(request.station_time, request.received_at)
     if authorization is not None:
         status = "ACTIVE" if authorization.allowed else "INVALID"
         cdr_token = authorization.cdr_token
     else:
         status, cdr_token = "PENDING", unknown_cdr_token("", operator)
-    session = Session(
+    return Session(
         id=session_id,
         country_code=operator.country_code,
         party_id=operator.party_id,
         transaction_id=transaction_id,
         start_key=key,
-        station_id=station_id,
-        location_id=location.id,
+        station_id=station.id,
+        location_id=evse.location.id,
         evse_uid=evse.uid,
         connector_id=evse.connectors[0].id if evse.connectors else None,
         status=status,
@@ -312,51 +535,40 @@ async def start_transaction(
         heard_at=request.received_at,
         last_updated=request.received_at,
     )
-    await seal_session(
-        uow,
-        session,
-        location,
-        evse,
-        evse.connectors[0] if evse.connectors else None,
-        ad_hoc=cdr_token.get("type") == "AD_HOC_USER",
-    )
-    reserved = None
-    if request.reservation_id is not None:
-        reservation = await uow.session.get(Reservation, request.reservation_id)
-        if reservation is not None and reservation.station_id == station_id:
-            session.reservation_id = reservation.id
-            reservation.status = "USED"
-            reserved = await uow.session.scalar(
-                select(Session).where(
-                    Session.reservation_id == reservation.id, Session.status == "RESERVATION"
-                )
-            )
-    if reserved is not None:
-        # OCPI: the reservation's session itself becomes ACTIVE (same id, already known to
-        # the eMSP), starting now; its reservation time stays priced before it.
-        if number is not None:
-            number.session_id = reserved.id
-        session = _activate(reserved, session)
-        session_id = session.id
-    else:
-        uow.session.add(session)
-    await uow.session.flush()  # samples point at it, and no relationship orders the inserts
-    record_billed_reading(uow, session, started_at)
+
+
+def _ad_hoc(session: Session) -> bool:
+    return session.cdr_token.get("type") == "AD_HOC_USER"
+
+
+def _record_start(
+    uow: UnitOfWork, writes: _MeterWrites, start: StationStart, session: Session
+) -> None:
+    """What follows a session's opening: its first billing point and its begin sample (rows
+    for ``writes``), the log of a wrong clock and the event. ``session`` must be flushed
+    before ``writes`` are sent: nothing orders the inserts.
+    """
+    request, station_id = start.request, start.station_id
+    started_at, clock_wrong = trusted_time(request.station_time, request.received_at)
+    writes.billed.append((session.id, started_at, session.energy_wh, None))
     if request.meter_start_wh is not None:
-        uow.session.add(
-            MeterSample(
-                session_id=session_id,
-                station_id=station_id,
-                ocpp_evse_id=request.evse_number,
-                sampled_at=started_at,
-                station_time=request.station_time if clock_wrong else None,
-                received_at=request.received_at,
-                measurand=ENERGY_REGISTER,
-                context="Transaction.Begin",
-                unit="Wh",
-                value=request.meter_start_wh,
-                value_si=request.meter_start_wh,
-                flags=["station_clock"] if clock_wrong else None,
+        begin = Sample(
+            ENERGY_REGISTER,
+            request.meter_start_wh,
+            request.meter_start_wh,
+            unit="Wh",
+            context="Transaction.Begin",
+        )
+        writes.samples.extend(
+            _sample_rows(
+                session.id,
+                station_id,
+                request.evse_number,
+                MeterValue(request.station_time, (begin,)),
+                started_at,
+                clock_wrong,
+                request.received_at,
+                ["station_clock"] if clock_wrong else [],
             )
         )
     if clock_wrong:
@@ -364,16 +576,16 @@ async def start_transaction(
             uow,
             station_id,
             "clock",
-            f"transaction {transaction_id} started with an unbelievable clock; receive time used",
+            f"transaction {session.transaction_id} started with an unbelievable clock; "
+            "receive time used",
             occurred_at=request.station_time,
             received_at=request.received_at,
         )
     uow.record(
         SessionStarted(
-            occurred_at=request.received_at, session_id=session_id, status=session.status
+            occurred_at=request.received_at, session_id=session.id, status=session.status
         )
     )
-    return StartOutcome(transaction_id, session_id, authorization)
 
 
 def energy_reading(samples: tuple[Sample, ...]) -> Decimal | None:

@@ -19,6 +19,7 @@ periods carry the ``tariff_id`` of each, and its CDR lists both tariffs.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -58,6 +59,7 @@ __all__ = [
     "cdr_location_of",
     "connector_tariffs",
     "current_plan",
+    "live_tariffs",
     "period_dimensions",
     "periods_to_ocpi",
     "plan_of",
@@ -68,6 +70,7 @@ __all__ = [
     "store_periods",
     "switch_tariff",
     "tariff_switches_of",
+    "tariffs_listed",
 ]
 
 log = logging.getLogger("cpms.pricing")
@@ -120,13 +123,22 @@ async def connector_tariffs(uow: UnitOfWork, connector: Connector | None) -> lis
     ids = list(connector.tariff_ids or ()) if connector is not None else []
     if not ids:
         return []
-    rows = {
-        t.id: t
-        for t in await uow.session.scalars(
-            select(Tariff).where(Tariff.id.in_(ids), Tariff.retired_at.is_(None))
-        )
-    }
-    return [rows[i] for i in ids if i in rows]
+    return tariffs_listed(connector, await live_tariffs(uow, ids))
+
+
+async def live_tariffs(uow: UnitOfWork, ids: Iterable[str]) -> dict[str, Tariff]:
+    """The tariffs of ``ids`` not retired, by id (one query, for many connectors at once)."""
+    wanted = set(ids)
+    if not wanted:
+        return {}
+    query = select(Tariff).where(Tariff.id.in_(wanted), Tariff.retired_at.is_(None))
+    return {t.id: t for t in await uow.session.scalars(query)}
+
+
+def tariffs_listed(connector: Connector | None, live: Mapping[str, Tariff]) -> list[Tariff]:
+    """The tariffs of ``live`` (``live_tariffs``) that ``connector`` lists, in its order."""
+    ids = connector.tariff_ids or () if connector is not None else ()
+    return [live[i] for i in ids if i in live]
 
 
 async def seal_session(
@@ -138,9 +150,14 @@ async def seal_session(
     *,
     ad_hoc: bool = False,
     profile: str | None = None,
+    tariffs: Sequence[Tariff] | None = None,
 ) -> TariffPlan | None:
-    """Choose the session's tariff and seal what its CDR will carry; set its currency."""
-    tariffs = await connector_tariffs(uow, connector)
+    """Choose the session's tariff and seal what its CDR will carry; set its currency.
+
+    ``tariffs`` are the connector's (``connector_tariffs``) when the caller read them already.
+    """
+    if tariffs is None:
+        tariffs = await connector_tariffs(uow, connector)
     documents = {t.id: tariff_to_ocpi(t) for t in tariffs}
     plans = [TariffPlan.from_ocpi(documents[t.id]) for t in tariffs]
     plan = select_tariff(plans, session.start_date_time, ad_hoc=ad_hoc, profile=profile)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, or_, select, update
+from sqlalchemy import bindparam, case, inspect, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -235,6 +235,10 @@ async def evse_for(uow: UnitOfWork, station: ChargingStation, number: int, *, at
     )
     if location is None:  # the foreign key makes this impossible; say so if it happens
         raise NotFound("location", station.location_id)
+    if "evses" in inspect(location).unloaded:
+        # Held by this transaction already (an earlier work's EVSE led to it): ``get`` then
+        # applies no loader option, and a lazy load cannot run under asyncio.
+        await uow.session.refresh(location, attribute_names=["evses"])
     uid = await _new_evse_uid(uow, station.id, number)
     readable = _EVSE_ID_PART.sub("", station.id.upper())[:30] or "S"
     evse = Evse(

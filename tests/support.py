@@ -6,8 +6,16 @@ import os
 from pathlib import Path
 
 from cpms.event_loop import EventLoop, resolve
+from cpms.locations import DefaultLocation
 
-__all__ = ["ADMIN_TOKEN", "EVENT_LOOP", "EXAMPLES", "POSTGRES_URL", "TIME_UNIT"]
+__all__ = [
+    "ADMIN_TOKEN",
+    "DEFAULT_LOCATION",
+    "EVENT_LOOP",
+    "EXAMPLES",
+    "POSTGRES_URL",
+    "TIME_UNIT",
+]
 
 #: Scale every timeout in tests by this (slow machines: CPMS_TEST_TIME_UNIT=3).
 TIME_UNIT = float(os.environ.get("CPMS_TEST_TIME_UNIT", "1"))
@@ -18,6 +26,12 @@ POSTGRES_URL = os.environ.get("CPMS_TEST_POSTGRES_URL")
 EVENT_LOOP = resolve(EventLoop(os.environ.get("CPMS_TEST_EVENT_LOOP", "auto")))
 #: The operator API bearer token of the test nodes.
 ADMIN_TOKEN = "test-operator-token-0123456789"
+#: The location new stations join in the core's tests (``stations.admit_station``).
+DEFAULT_LOCATION = DefaultLocation(
+    id="DEFAULT", country_code="NL", party_id="CPM", name="Depot", address="Street 1",
+    city="Town", postal_code="1234 AB", country="NLD", latitude="52.00000",
+    longitude="4.00000", time_zone="Europe/Amsterdam",
+)  # fmt: skip
 
 
 def _find_examples() -> Path:

@@ -22,8 +22,9 @@ from cpms.authorization import Authorization, AuthorizationStatus
 from cpms.charging import (
     MeterReport,
     StartRequest,
+    StationStart,
     StopRequest,
-    start_transaction,
+    start_transactions,
     stop_transaction,
 )
 from cpms.station_lifecycle import (
@@ -127,14 +128,12 @@ class _Handlers(HandlerBase):
             reservation_id=p.get("reservationId"),
         )
         authorization = await self._authorize(context, p["idTag"])
-        outcome = await self._write(
-            partial(
-                start_transaction,
-                station_id=context.station_id,
-                request=request,
-                authorization=authorization,
-                operator=self.services.authorizer.operator,
-            )
+        # Grouped: a reconnect storm replays thousands of starts within seconds.
+        outcome = await self.services.committer.run_grouped(
+            start_transactions,
+            StationStart(
+                context.station_id, request, authorization, self.services.authorizer.operator
+            ),
         )
         if outcome.replayed:
             logger.info(

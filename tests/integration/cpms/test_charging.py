@@ -35,7 +35,7 @@ from cpms.charging import (
     record_meter_reports,
 )
 from cpms.group_commit import GroupCommitter
-from cpms.locations import DefaultLocation, assign_tariffs
+from cpms.locations import assign_tariffs
 from cpms.model import (
     MeterSample,
     OutboxEntry,
@@ -49,13 +49,10 @@ from cpms.tariffs import import_tariffs
 from cpms.tokens import create_token
 from cpms.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
+from support import DEFAULT_LOCATION as DEFAULT
+
 T = TypeVar("T")
 
-DEFAULT = DefaultLocation(
-    id="DEFAULT", country_code="NL", party_id="CPM", name="Depot", address="Street 1",
-    city="Town", postal_code="1234 AB", country="NLD", latitude="52.00000",
-    longitude="4.00000", time_zone="Europe/Amsterdam",
-)  # fmt: skip
 OPERATOR = Operator("NL", "CPM")
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 TAG = "TAG-0001"

@@ -39,15 +39,11 @@ from cpms.device_model import (
 )
 from cpms.errors import InvalidRequest, NotFound
 from cpms.group_commit import GroupCommitter
-from cpms.locations import DefaultLocation
 from cpms.model import DeviceVariable, StationEvent, utcnow
 from cpms.unit_of_work import UnitOfWorkFactory
 
-DEFAULT = DefaultLocation(
-    id="DEFAULT", country_code="NL", party_id="CPM", name="Depot", address="Street 1",
-    city="Town", postal_code="1234 AB", country="NLD", latitude="52.00000",
-    longitude="4.00000", time_zone="Europe/Amsterdam",
-)  # fmt: skip
+from support import DEFAULT_LOCATION as DEFAULT
+
 T0 = datetime.fromisoformat("2025-03-01T12:00:00+00:00")
 
 AVAILABILITY = ComponentVariable(

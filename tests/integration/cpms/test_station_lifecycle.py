@@ -24,7 +24,7 @@ from cpms.admission import AdmissionPolicy, Verdict
 from cpms.errors import NotFound
 from cpms.group_commit import GroupCommitter
 from cpms.liveness import Liveness, LivenessWriter
-from cpms.locations import DefaultLocation, add_evse, retire_evse
+from cpms.locations import add_evse, retire_evse
 from cpms.model import ChargingStation, Evse, Location, OutboxEntry, StationEvent, utcnow
 from cpms.station_lifecycle import (
     BootDecision,
@@ -40,15 +40,11 @@ from cpms.station_lifecycle import (
 )
 from cpms.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
+from support import DEFAULT_LOCATION as DEFAULT
 from support import TIME_UNIT
 
 T = TypeVar("T")
 
-DEFAULT = DefaultLocation(
-    id="DEFAULT", country_code="NL", party_id="CPM", name="Depot", address="Street 1",
-    city="Town", postal_code="1234 AB", country="NLD", latitude="52.00000",
-    longitude="4.00000", time_zone="Europe/Amsterdam",
-)  # fmt: skip
 HEARTBEAT = 300
 
 

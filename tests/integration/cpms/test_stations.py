@@ -11,16 +11,12 @@ from cpms import stations
 from cpms.admission import Admission, AdmissionPolicy, Verdict
 from cpms.errors import Conflict, InvalidRequest, NotFound
 from cpms.group_commit import GroupCommitter
-from cpms.locations import DefaultLocation, ensure_default_location
+from cpms.locations import ensure_default_location
 from cpms.model import ChargingStation, Location, OutboxEntry
 from cpms.stations import StationChanges
 from cpms.unit_of_work import UnitOfWorkFactory
 
-DEFAULT = DefaultLocation(
-    id="DEFAULT", country_code="NL", party_id="CPM", name="Depot", address="Street 1",
-    city="Town", postal_code="1234 AB", country="NLD", latitude="52.00000",
-    longitude="4.00000", time_zone="Europe/Amsterdam",
-)  # fmt: skip
+from support import DEFAULT_LOCATION as DEFAULT
 
 
 async def _site(uow: UnitOfWorkFactory, location_id: str = "SITE") -> None:
