@@ -33,7 +33,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from sqlalchemy import String, bindparam, column, insert, select, update, values
-from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.util import identity_key
 
 from cpms.authorization import Authorization, Operator, unknown_cdr_token
@@ -59,7 +59,13 @@ from cpms.session_pricing import (
     tariff_switches_of,
     tariffs_listed,
 )
-from cpms.station_lifecycle import evse_for, load_station, log_station_event, trusted_time
+from cpms.station_lifecycle import (
+    evse_for,
+    known_evses,
+    load_station,
+    log_station_event,
+    trusted_time,
+)
 from cpms.unit_of_work import UnitOfWork
 
 __all__ = [
@@ -284,7 +290,7 @@ async def start_transaction(
         await uow.session.flush()  # an EVSE evse_for just added goes in before its session
     start = StationStart(station_id, request, authorization, operator)
     session = _opened_session(start, station, evse, key, session_id, transaction_id)
-    connector = evse.connectors[0] if evse.connectors else None
+    connector = _first_connector(evse)
     await seal_session(uow, session, evse.location, evse, connector, ad_hoc=_ad_hoc(session))
     reserved = None
     if request.reservation_id is not None:
@@ -338,9 +344,9 @@ async def start_transactions(uow: UnitOfWork, starts: Sequence[StationStart]) ->
     keys = [_start_key(start.request, start.request.station_time) for start in starts]
     station_ids = {start.station_id for start in starts}
     stations = await _stations_by_id(uow, station_ids)
-    evses = await _evses_by_number(uow, station_ids)
+    evses = await known_evses(uow, station_ids)
     opened = await _opened_by_key(uow, station_ids, set(keys))
-    results: list[StartOutcome | None] = [None] * len(starts)
+    results: dict[int, StartOutcome] = {}
     fresh: list[tuple[int, str, Evse]] = []
     later: list[int] = []
     seen: set[str] = set()
@@ -376,7 +382,7 @@ async def start_transactions(uow: UnitOfWork, starts: Sequence[StationStart]) ->
             authorization=start.authorization,
             operator=start.operator,
         )
-    return [result for result in results if result is not None]
+    return [results[index] for index in range(len(starts))]
 
 
 async def _open_sessions(
@@ -384,11 +390,12 @@ async def _open_sessions(
     starts: Sequence[StationStart],
     fresh: list[tuple[int, str, Evse]],
     stations: dict[str, ChargingStation],
-    results: list[StartOutcome | None],
+    results: dict[int, StartOutcome],
 ) -> None:
     """``start_transaction``'s new sessions for ``starts[index]`` of ``fresh``, all at once."""
+    connectors = {index: _first_connector(evse) for index, _, evse in fresh}
     live = await live_tariffs(
-        uow, (i for _, _, evse in fresh for i in _first_connector_tariff_ids(evse))
+        uow, (i for c in connectors.values() if c is not None for i in c.tariff_ids or ())
     )
     session_ids = {index: str(uuid.uuid4()) for index, _, _ in fresh}
     numbers = await _transaction_numbers(
@@ -407,7 +414,7 @@ async def _open_sessions(
         assert transaction_id is not None
         station = stations[start.station_id]
         session = _opened_session(start, station, evse, key, session_ids[index], transaction_id)
-        connector = evse.connectors[0] if evse.connectors else None
+        connector = connectors[index]
         await seal_session(
             uow,
             session,
@@ -446,35 +453,14 @@ async def _transaction_numbers(uow: UnitOfWork, issued: dict[str, datetime]) -> 
     return {session_id: number for number, session_id in issued_numbers}
 
 
-def _first_connector_tariff_ids(evse: Evse) -> Sequence[str]:
-    return (evse.connectors[0].tariff_ids or ()) if evse.connectors else ()
+def _first_connector(evse: Evse) -> Connector | None:
+    """The connector a session on ``evse`` is opened on (EVSEs report no connector id)."""
+    return evse.connectors[0] if evse.connectors else None
 
 
 async def _stations_by_id(uow: UnitOfWork, ids: set[str]) -> dict[str, ChargingStation]:
     query = select(ChargingStation).where(ChargingStation.id.in_(ids))
     return {station.id: station for station in await uow.session.scalars(query)}
-
-
-async def _evses_by_number(uow: UnitOfWork, station_ids: set[str]) -> dict[tuple[str, int], Evse]:
-    """The EVSEs of these stations by (station, OCPP number), as ``evse_for`` finds them.
-
-    A number two EVSEs share is left out: ``evse_for`` refuses it, so its start goes there.
-    """
-    query = (
-        select(Evse)
-        .where(Evse.station_id.in_(station_ids))
-        .options(joinedload(Evse.location), joinedload(Evse.connectors))
-    )
-    found: dict[tuple[str, int], Evse] = {}
-    shared: set[tuple[str, int]] = set()
-    for evse in (await uow.session.scalars(query)).unique():
-        if evse.station_id is None or evse.ocpp_evse_id is None:
-            continue
-        number = (evse.station_id, evse.ocpp_evse_id)
-        if number in found:
-            shared.add(number)
-        found[number] = evse
-    return {number: evse for number, evse in found.items() if number not in shared}
 
 
 async def _opened_by_key(
@@ -502,6 +488,7 @@ def _opened_session(
     """The session ``start`` opens on ``evse``, not yet sealed (``seal_session``) nor added."""
     request, authorization, operator = start.request, start.authorization, start.operator
     started_at, clock_wrong = trusted_time(request.station_time, request.received_at)
+    connector = _first_connector(evse)
     if authorization is not None:
         status = "ACTIVE" if authorization.allowed else "INVALID"
         cdr_token = authorization.cdr_token
@@ -516,7 +503,7 @@ def _opened_session(
         station_id=station.id,
         location_id=evse.location.id,
         evse_uid=evse.uid,
-        connector_id=evse.connectors[0].id if evse.connectors else None,
+        connector_id=connector.id if connector is not None else None,
         status=status,
         start_date_time=started_at,
         cdr_token=cdr_token,

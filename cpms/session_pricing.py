@@ -137,7 +137,7 @@ async def live_tariffs(uow: UnitOfWork, ids: Iterable[str]) -> dict[str, Tariff]
 
 def tariffs_listed(connector: Connector | None, live: Mapping[str, Tariff]) -> list[Tariff]:
     """The tariffs of ``live`` (``live_tariffs``) that ``connector`` lists, in its order."""
-    ids = connector.tariff_ids or () if connector is not None else ()
+    ids = (connector.tariff_ids or ()) if connector is not None else ()
     return [live[i] for i in ids if i in live]
 
 

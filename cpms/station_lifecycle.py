@@ -47,6 +47,7 @@ __all__ = [
     "StatusReport",
     "approve_station",
     "evse_for",
+    "known_evses",
     "list_station_events",
     "load_station",
     "log_station_event",
@@ -203,11 +204,15 @@ async def _new_evse_uid(uow: UnitOfWork, station_id: str, number: int) -> str:
     return uid
 
 
+_WITH_SITE = (joinedload(Evse.location), joinedload(Evse.connectors))
+"""How a start reads an EVSE: with its location and connectors, in one round trip."""
+
+
 async def _known_evse(uow: UnitOfWork, station_id: str, number: int) -> Evse | None:
     query = (
         select(Evse)
         .where(Evse.station_id == station_id, Evse.ocpp_evse_id == number)
-        .options(joinedload(Evse.location), joinedload(Evse.connectors))
+        .options(*_WITH_SITE)
     )
     # One round trip (every StartTransaction asks), not one per relationship; and no
     # autoflush: inside a group commit that would flush every earlier work's changes one
@@ -267,6 +272,24 @@ async def evse_for(uow: UnitOfWork, station: ChargingStation, number: int, *, at
         details={"evse_uid": uid, "ocpp_evse_id": number},
     )
     return evse
+
+
+async def known_evses(uow: UnitOfWork, station_ids: set[str]) -> dict[tuple[str, int], Evse]:
+    """The EVSEs of these stations by (station, OCPP number), as ``evse_for`` finds them.
+
+    A number two EVSEs share is left out: ``evse_for`` refuses it.
+    """
+    query = select(Evse).where(Evse.station_id.in_(station_ids)).options(*_WITH_SITE)
+    found: dict[tuple[str, int], Evse] = {}
+    shared: set[tuple[str, int]] = set()
+    for evse in (await uow.session.scalars(query)).unique():
+        if evse.station_id is None or evse.ocpp_evse_id is None:
+            continue
+        number = (evse.station_id, evse.ocpp_evse_id)
+        if number in found:
+            shared.add(number)
+        found[number] = evse
+    return {number: evse for number, evse in found.items() if number not in shared}
 
 
 StationStatus = tuple[str, StatusReport]
