@@ -17,6 +17,7 @@ import base64
 import binascii
 import copy
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,14 +30,16 @@ from cpms.events import CdrIssued
 from cpms.model import Cdr, MeterSample, Session
 from cpms.pages import Page, fetch_page
 from cpms.pricing import CHARGING, PARKING, Bill, Price
-from cpms.session_pricing import apply_bill, bill_session, periods_to_ocpi
+from cpms.session_pricing import apply_bills, bill_session, periods_to_ocpi
 from cpms.unit_of_work import UnitOfWork
 
 __all__ = [
     "CdrFilter",
+    "FinalBill",
     "credit_cdr",
     "get_cdr",
     "issue_cdr",
+    "issue_cdrs",
     "issue_missing_cdrs",
     "list_cdrs",
     "signed_data_of",
@@ -106,13 +109,27 @@ def _signed_value(raw: dict[str, Any], context: str | None) -> tuple[dict[str, s
 
 async def signed_data_of(uow: UnitOfWork, session_id: str) -> dict[str, Any] | None:
     """OCPI SignedData from the session's signed meter values, or ``None`` if it had none."""
-    rows = (
-        await uow.session.execute(
-            select(MeterSample.signed_data, MeterSample.context)
-            .where(MeterSample.session_id == session_id, MeterSample.signed_data.is_not(None))
-            .order_by(MeterSample.sampled_at, MeterSample.id)
-        )
-    ).all()
+    return (await _signed_data_by_session(uow, [session_id])).get(session_id)
+
+
+async def _signed_data_by_session(
+    uow: UnitOfWork, session_ids: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """``signed_data_of`` each of these sessions that has signed values (one SELECT)."""
+    rows = await uow.session.execute(
+        select(MeterSample.session_id, MeterSample.signed_data, MeterSample.context)
+        .where(MeterSample.session_id.in_(session_ids), MeterSample.signed_data.is_not(None))
+        .order_by(MeterSample.session_id, MeterSample.sampled_at, MeterSample.id)
+    )
+    signed: dict[str, list[tuple[Any, str | None]]] = {}
+    for session_id, raw, context in rows:
+        signed.setdefault(session_id, []).append((raw, context))
+    documents = {session_id: _signed_data(values) for session_id, values in signed.items()}
+    return {session_id: document for session_id, document in documents.items() if document}
+
+
+def _signed_data(rows: list[tuple[Any, str | None]]) -> dict[str, Any] | None:
+    """OCPI SignedData from one session's signed values (raw, reading context), in order."""
     values, methods, keys = [], [], []
     for raw, context in rows:
         if not raw:  # a JSON null: the column keeps None as JSON, not SQL NULL
@@ -205,15 +222,24 @@ def _remark(session: Session) -> str | None:
     return "; ".join(parts) or None
 
 
-async def _next_key(uow: UnitOfWork, session_id: str) -> str:
-    # Numbered by the credits so far, which only a credit changes: two nodes racing to issue
-    # the same session's CDR compute the same key, and the database lets one of them win.
-    credits = await uow.session.scalar(
-        select(func.count())
-        .select_from(Cdr)
-        .where(Cdr.session_id == session_id, Cdr.credit.is_(True))
+async def _credits_by_session(uow: UnitOfWork, session_ids: Sequence[str]) -> dict[str, int]:
+    """How many credit CDRs each of these sessions has had (those with none are left out)."""
+    rows = await uow.session.execute(
+        select(Cdr.session_id, func.count())
+        .where(Cdr.session_id.in_(session_ids), Cdr.credit.is_(True))
+        .group_by(Cdr.session_id)
     )
-    return f"{session_id}/{credits or 0}"
+    return {session_id: count for session_id, count in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class FinalBill:
+    """A COMPLETED session without a standing CDR, its final bill stored, and the time to
+    issue its CDR at."""
+
+    session: Session
+    bill: Bill
+    now: datetime
 
 
 async def issue_cdr(
@@ -236,22 +262,68 @@ async def issue_cdr(
         return await uow.session.get(Cdr, session.cdr_id)
     if bill is None:
         bill = await bill_session(uow, session)
-        await apply_bill(uow, session, bill)
+        await apply_bills(uow, [(session, bill)])
+    (cdr,) = await issue_cdrs(uow, [FinalBill(session, bill, now)], remark=remark)
+    return cdr
+
+
+def _owes_cdr(session: Session) -> bool:
+    """Whether ``session`` is billed and has no CDR standing (INVALID sessions never are)."""
+    ended = session.end_date_time is not None
+    return session.status == "COMPLETED" and ended and session.cdr_id is None
+
+
+async def issue_cdrs(
+    uow: UnitOfWork, finals: Sequence[FinalBill], *, remark: str | None = None
+) -> list[Cdr]:
+    """``issue_cdr`` for sessions priced already: their signed values and credit counts read
+    with one SELECT each for all. Every document is built before any CDR is added, so a
+    failure adds none. Sessions that owe no CDR are passed over.
+    """
+    finals = [final for final in finals if _owes_cdr(final.session)]
+    if not finals:
+        return []
+    ids = [final.session.id for final in finals]
+    signed = await _signed_data_by_session(uow, ids)
+    credits = await _credits_by_session(uow, ids)
+    cdrs = [
+        _new_cdr(
+            final,
+            signed_data=signed.get(final.session.id),
+            # Numbered by the credits so far, which only a credit changes: two nodes racing
+            # to issue the same session's CDR compute the same key, and the database lets one
+            # of them win.
+            issue_key=f"{final.session.id}/{credits.get(final.session.id, 0)}",
+            remark=remark or _remark(final.session),
+        )
+        for final in finals
+    ]
+    for final, cdr in zip(finals, cdrs, strict=True):
+        session, now = final.session, final.now
+        uow.session.add(cdr)
+        session.cdr_id = cdr.id
+        if "pricing_failed" in session.flags:
+            session.flags = [f for f in session.flags if f != "pricing_failed"]
+        session.last_updated = now
+        uow.record(CdrIssued(occurred_at=now, cdr_id=cdr.id, session_id=session.id))
+    return cdrs
+
+
+def _new_cdr(
+    final: FinalBill, *, signed_data: dict[str, Any] | None, issue_key: str, remark: str | None
+) -> Cdr:
+    """The CDR of ``final``'s session, not yet added."""
+    session, bill, now = final.session, final.bill, final.now
     cdr_id = str(uuid.uuid4())
     document = cdr_document(
-        session,
-        bill,
-        cdr_id,
-        signed_data=await signed_data_of(uow, session.id),
-        remark=remark or _remark(session),
-        issued_at=now,
+        session, bill, cdr_id, signed_data=signed_data, remark=remark, issued_at=now
     )
     explanation = bill.explain()
     if session.tariff_id is None:
         explanation.insert(0, "no tariff applies to this connector: nothing charged")
-    cdr = Cdr(
+    return Cdr(
         id=cdr_id,
-        issue_key=await _next_key(uow, session.id),
+        issue_key=issue_key,
         country_code=session.country_code,
         party_id=session.party_id,
         session_id=session.id,
@@ -263,13 +335,6 @@ async def issue_cdr(
         issued_at=now,
         last_updated=now,
     )
-    uow.session.add(cdr)
-    session.cdr_id = cdr_id
-    if "pricing_failed" in session.flags:
-        session.flags = [f for f in session.flags if f != "pricing_failed"]
-    session.last_updated = now
-    uow.record(CdrIssued(occurred_at=now, cdr_id=cdr_id, session_id=session.id))
-    return cdr
 
 
 def _negated(document: dict[str, Any]) -> dict[str, Any]:

@@ -32,12 +32,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import String, bindparam, column, insert, select, update, values
+from sqlalchemy import Join, Select, String, bindparam, column, insert, select, update, values
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.util import identity_key
 
 from cpms.authorization import Authorization, Operator, unknown_cdr_token
-from cpms.cdrs import credit_cdr, issue_cdr
+from cpms.cdrs import FinalBill, credit_cdr, issue_cdrs
 from cpms.driver_sql import DriverStatement, padded, padded_size
 from cpms.events import SessionEnded, SessionStarted, SessionUpdated
 from cpms.model import (
@@ -55,6 +55,7 @@ from cpms.session_pricing import (
     live_tariffs,
     record_billed_reading,
     refresh_running_cost,
+    refresh_running_costs,
     seal_session,
     tariff_switches_of,
     tariffs_listed,
@@ -78,11 +79,13 @@ __all__ = [
     "StartRequest",
     "StationMeterReport",
     "StationStart",
+    "StationStop",
     "StopOutcome",
     "StopRequest",
     "energy_reading",
     "evse_of",
     "finish_billing",
+    "finish_billings",
     "max_power_w",
     "record_meter_reports",
     "record_meter_values",
@@ -91,6 +94,7 @@ __all__ = [
     "start_transaction",
     "start_transactions",
     "stop_transaction",
+    "stop_transactions",
 ]
 
 ENERGY_REGISTER = "Energy.Active.Import.Register"
@@ -614,6 +618,7 @@ def _current_reading(samples: tuple[Sample, ...]) -> Decimal | None:
 class _Odometer(Protocol):
     """What billing a step needs: a ``Session``, or the grouped write's ``_Meter``."""
 
+    id: str
     energy_wh: Decimal
     last_meter_wh: Decimal | None
     last_meter_at: datetime | None
@@ -946,6 +951,7 @@ class _MeterWrites:
 
 
 _SESSION = Session.__table__
+_EVSE = Evse.__table__
 # Built once (composing them per batch cost more CPU than running them).
 # The grouped write's statements run on the driver (cpms.driver_sql): through SQLAlchemy,
 # processing every parameter of every row was a quarter of a MeterValues' CPU.
@@ -975,21 +981,38 @@ _METER_SET = DriverStatement(
 )
 
 
-@functools.cache
-def _meters_of_keys(count: int) -> DriverStatement:
-    """The sessions of up to ``count`` (station, transaction id) pairs, padded (``padded``).
+def _transaction_keys(size: int) -> tuple[Join, list[str]]:
+    """``size`` (station, transaction id) pairs as a ``VALUES`` list joined to the session
+    table, and the names of their parameters (station, transaction id, station, ...).
 
-    The pairs are a ``VALUES`` list joined to the session table, so each one is a lookup in
-    the (station, transaction id) index. ``(station_id, transaction_id) IN (...)`` read the
-    whole table on SQLite, a batch's cost growing with every session ever stored.
+    Each pair is a lookup in the (station, transaction id) index. ``(station_id,
+    transaction_id) IN (...)`` read the whole table on SQLite, a batch's cost growing with
+    every session ever stored.
     """
-    size = padded_size(count)
     names = [(f"station_{i}", f"transaction_{i}") for i in range(size)]
     keys = (
-        values(column("station_id", String), column("transaction_id", String), name="meter_keys")
+        values(column("station_id", String), column("transaction_id", String), name="keys")
         .data([(bindparam(station), bindparam(transaction)) for station, transaction in names])
-        .cte("meter_keys")
+        .cte("transaction_keys")
     )
+    joined = keys.join(
+        _SESSION,
+        (_SESSION.c.station_id == keys.c.station_id)
+        & (_SESSION.c.transaction_id == keys.c.transaction_id),
+    )
+    return joined, [name for pair in names for name in pair]
+
+
+def _key_values(keys: set[tuple[str, str]]) -> list[str | None]:
+    """The parameters of ``_transaction_keys(padded_size(len(keys)))`` for ``keys``."""
+    pairs: list[tuple[str | None, str | None]] = sorted(keys)
+    return [value for pair in padded(pairs, fill=(None, None)) for value in pair]
+
+
+@functools.cache
+def _meters_of_keys(count: int) -> DriverStatement:
+    """The sessions of up to ``count`` (station, transaction id) pairs, padded (``padded``)."""
+    joined, names = _transaction_keys(padded_size(count))
     query = (
         select(
             _SESSION.c.id,
@@ -1004,24 +1027,16 @@ def _meters_of_keys(count: int) -> DriverStatement:
             _SESSION.c.tariff_switches,
             *_POWER_COLUMNS,
         )
-        .select_from(
-            keys.join(
-                _SESSION,
-                (_SESSION.c.station_id == keys.c.station_id)
-                & (_SESSION.c.transaction_id == keys.c.transaction_id),
-            ).outerjoin(_CONNECTOR, _CONNECTOR.c.evse_uid == _SESSION.c.evse_uid)
-        )
+        .select_from(joined.outerjoin(_CONNECTOR, _CONNECTOR.c.evse_uid == _SESSION.c.evse_uid))
         .order_by(_SESSION.c.id, _CONNECTOR.c.position)
     )
-    return DriverStatement(query, [name for pair in names for name in pair])
+    return DriverStatement(query, names)
 
 
 async def _meters_of(uow: UnitOfWork, keys: set[tuple[str, str]]) -> dict[tuple[str, str], _Meter]:
     """The sessions of these (station, transaction id) pairs, with their EVSE's power."""
-    pairs = sorted(keys)
-    found = await _meters_of_keys(len(pairs)).fetch_all(
-        await uow.session.connection(),
-        [value for pair in padded(pairs, fill=(None, None)) for value in pair],
+    found = await _meters_of_keys(len(keys)).fetch_all(
+        await uow.session.connection(), _key_values(keys)
     )
     meters: dict[tuple[str, str], _Meter] = {}
     for (
@@ -1058,14 +1073,56 @@ async def _meters_of(uow: UnitOfWork, keys: set[tuple[str, str]]) -> dict[tuple[
     return meters
 
 
-def _in_order(meter: _Meter, report: MeterReport) -> bool:
-    """Whether every reading of ``report`` is newer than the last one ``meter`` billed.
-
-    Only such a report can be no replay (``_already_stored`` would ask nothing of it).
+@functools.cache
+def _stopping_query(count: int) -> tuple[Select[Any], list[str]]:
+    """The sessions of up to ``count`` (station, transaction id) pairs, padded, as objects,
+    with their EVSE's number and first connector's power (a row per connector, first first),
+    and the names of the query's parameters.
     """
-    last = meter.last_meter_at
-    for meter_value in report.meter_values:
-        at, _ = trusted_time(meter_value.station_time, report.received_at)
+    joined, names = _transaction_keys(padded_size(count))
+    query = (
+        select(Session, _EVSE.c.ocpp_evse_id, *_POWER_COLUMNS)
+        .select_from(
+            joined.outerjoin(_EVSE, _EVSE.c.uid == _SESSION.c.evse_uid).outerjoin(
+                _CONNECTOR, _CONNECTOR.c.evse_uid == _SESSION.c.evse_uid
+            )
+        )
+        .order_by(_SESSION.c.id, _CONNECTOR.c.position)
+    )
+    return query, names
+
+
+async def _sessions_stopping(
+    uow: UnitOfWork, keys: set[tuple[str, str]]
+) -> dict[tuple[str, str], _Stopping]:
+    """The sessions of these (station, transaction id) pairs, with what billing their last
+    readings needs: ``evse_of``'s and ``max_power_w``'s answers, in the same SELECT.
+    """
+    query, names = _stopping_query(len(keys))
+    rows = await uow.session.execute(query, dict(zip(names, _key_values(keys), strict=True)))
+    found: dict[tuple[str, str], _Stopping] = {}
+    for session, evse_number, max_electric_power, power_type, max_voltage, max_amperage in rows:
+        key = (session.station_id, session.transaction_id)
+        if key in found:
+            continue  # a further connector of the same EVSE: the first one counts
+        power_w = (
+            FALLBACK_MAX_POWER_W
+            if power_type is None
+            else _connector_power_w(max_electric_power, power_type, max_voltage, max_amperage)
+        )
+        found[key] = _Stopping(session, evse_number or 0, power_w)
+    return found
+
+
+def _in_order(
+    last: datetime | None, meter_values: tuple[MeterValue, ...], received_at: datetime
+) -> bool:
+    """Whether every reading is newer than the last one billed (at ``last``).
+
+    Only such readings can be no replay (``_already_stored`` would ask nothing of them).
+    """
+    for meter_value in meter_values:
+        at, _ = trusted_time(meter_value.station_time, received_at)
         if last is not None and at <= last:
             return False
         if energy_reading(meter_value.samples) is not None:
@@ -1087,7 +1144,7 @@ def _grouped_write_fits(uow: UnitOfWork, meter: _Meter | None, report: MeterRepo
         and not meter.ended
         and not meter.tariff_switches
         and identity_key(Session, meter.id) not in uow.session.identity_map
-        and _in_order(meter, report)
+        and _in_order(meter.last_meter_at, report.meter_values, report.received_at)
     )
 
 
@@ -1099,29 +1156,15 @@ def _add_report(
     meter: _Meter | None,
 ) -> set[str]:
     """``record_meter_values``' rules for a report ``_grouped_write_fits``, as rows to write."""
-    flags: set[str] = set()
-    session_id = meter.id if meter is not None else None
-    for meter_value in report.meter_values:
-        at, clock_wrong = trusted_time(meter_value.station_time, report.received_at)
-        limit = meter.power_w if meter is not None else FALLBACK_MAX_POWER_W
-        sample_flags, moved = _bill_reading(meter, meter_value, at, clock_wrong, limit)
-        if moved and meter is not None:
-            writes.billed.append(
-                (meter.id, at, meter.energy_wh, _current_reading(meter_value.samples))
-            )
-        writes.samples.extend(
-            _sample_rows(
-                session_id,
-                station_id,
-                report.evse_number,
-                meter_value,
-                at,
-                clock_wrong,
-                report.received_at,
-                sample_flags,
-            )
-        )
-        flags.update(sample_flags)
+    flags = _add_readings(
+        writes,
+        station_id,
+        report.evse_number,
+        report.meter_values,
+        report.received_at,
+        meter,
+        meter.power_w if meter is not None else FALLBACK_MAX_POWER_W,
+    )
     if meter is not None:
         meter.flags.extend(sorted(flags - set(meter.flags)))
         meter.heard_at = report.received_at
@@ -1129,6 +1172,43 @@ def _add_report(
         uow.record(
             SessionUpdated(occurred_at=report.received_at, session_id=meter.id, status=meter.status)
         )
+    return flags
+
+
+def _add_readings(
+    writes: _MeterWrites,
+    station_id: str,
+    evse_number: int,
+    meter_values: tuple[MeterValue, ...],
+    received_at: datetime,
+    odometer: _Odometer | None,
+    power_limit_w: Decimal,
+) -> set[str]:
+    """``_store_meter_values``' rules for readings known to be no replay (``_in_order``), as
+    rows for ``writes``: bill them on ``odometer`` (None: kept unbilled); return the flags.
+    """
+    flags: set[str] = set()
+    session_id = odometer.id if odometer is not None else None
+    for meter_value in meter_values:
+        at, clock_wrong = trusted_time(meter_value.station_time, received_at)
+        sample_flags, moved = _bill_reading(odometer, meter_value, at, clock_wrong, power_limit_w)
+        if moved and odometer is not None:
+            writes.billed.append(
+                (odometer.id, at, odometer.energy_wh, _current_reading(meter_value.samples))
+            )
+        writes.samples.extend(
+            _sample_rows(
+                session_id,
+                station_id,
+                evse_number,
+                meter_value,
+                at,
+                clock_wrong,
+                received_at,
+                sample_flags,
+            )
+        )
+        flags.update(sample_flags)
     return flags
 
 
@@ -1163,10 +1243,9 @@ async def record_meter_reports(
         if meter is not None and _pricing_minute_began(meter.last_meter_at, meter.priced_through):
             due[meter.id] = meter  # no tariff switches here: the minute alone decides
     await writes.send(uow)
-    for meter in due.values():
-        session = await uow.session.get(Session, meter.id)
-        if session is not None:
-            await refresh_running_cost(uow, session)
+    if due:
+        sessions = await uow.session.scalars(select(Session).where(Session.id.in_(due)))
+        await refresh_running_costs(uow, list(sessions))
     return results
 
 
@@ -1209,6 +1288,18 @@ async def stop_transaction(
         )
 
     flags = await _store_stop_readings(uow, station_id, session, request)
+    _end_session(uow, session, request)
+    await finish_billing(uow, session, now=request.received_at)
+    return StopOutcome(
+        known=True,
+        authorization=authorization,
+        session_id=session.id,
+        flags=tuple(sorted(flags)),
+    )
+
+
+def _end_session(uow: UnitOfWork, session: Session, request: StopRequest) -> None:
+    """End ``session`` as ``request`` says (its readings billed already)."""
     ended_at, clock_wrong = trusted_time(request.station_time, request.received_at)
     if clock_wrong:
         _flag(session, "station_clock")
@@ -1225,10 +1316,101 @@ async def stop_transaction(
     uow.record(
         SessionEnded(occurred_at=request.received_at, session_id=session.id, status=session.status)
     )
-    await finish_billing(uow, session, now=request.received_at)
+
+
+@dataclass(frozen=True, slots=True)
+class StationStop:
+    """A stop with the station that sent it and the decision about its token, made before
+    its write."""
+
+    station_id: str
+    request: StopRequest
+    authorization: Authorization | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Stopping:
+    """A session a stop names, with what billing its readings needs of its EVSE."""
+
+    session: Session
+    evse_number: int
+    power_w: Decimal
+
+
+async def stop_transactions(uow: UnitOfWork, stops: Sequence[StationStop]) -> list[StopOutcome]:
+    """``stop_transaction`` for many stops, with a few statements for all of them.
+
+    Written for ``GroupCommitter.run_grouped``, like ``start_transactions``: the sessions are
+    read in one SELECT with their EVSE's number and power, the readings written with one
+    executemany per table, the sessions priced together (``refresh_running_costs``) and
+    their CDRs issued together (``issue_cdrs``). The rare cases go through
+    ``stop_transaction`` after the others: an unknown transaction, a session already ended
+    (a replay, or a late stop), readings that may be a replay, and every stop of a station
+    after its first in the batch.
+    """
+    # Changes earlier works in this transaction left pending must reach the database first.
+    await uow.session.flush()
+    found = await _sessions_stopping(
+        uow, {(stop.station_id, stop.request.transaction_id) for stop in stops}
+    )
+    results: dict[int, StopOutcome] = {}
+    writes = _MeterWrites()
+    ending: list[tuple[Session, datetime]] = []
+    later: list[int] = []
+    seen: set[str] = set()
+    for index, stop in enumerate(stops):
+        request = stop.request
+        stopping = found.get((stop.station_id, request.transaction_id))
+        if (
+            stop.station_id in seen
+            or stopping is None
+            or stopping.session.end_date_time is not None
+            or not _in_order(
+                stopping.session.last_meter_at, _stop_readings(request), request.received_at
+            )
+        ):
+            later.append(index)
+        else:
+            results[index] = _end_grouped(uow, writes, stop, stopping)
+            ending.append((stopping.session, request.received_at))
+        seen.add(stop.station_id)
+    if ending:
+        await writes.send(uow)
+        # What pricing reads went by ``writes``; the sessions' changes wait for the commit,
+        # to be written with one UPDATE each.
+        with uow.session.no_autoflush:
+            await finish_billings(uow, ending)
+    for index in later:
+        stop = stops[index]
+        results[index] = await stop_transaction(
+            uow, stop.station_id, stop.request, authorization=stop.authorization
+        )
+    return [results[index] for index in range(len(stops))]
+
+
+def _end_grouped(
+    uow: UnitOfWork, writes: _MeterWrites, stop: StationStop, stopping: _Stopping
+) -> StopOutcome:
+    """``stop_transaction``'s ending of a session, its readings as rows for ``writes`` and
+    its billing left to ``finish_billings``.
+    """
+    session, request = stopping.session, stop.request
+    session.heard_at = request.received_at
+    flags = _add_readings(
+        writes,
+        stop.station_id,
+        stopping.evse_number,
+        _stop_readings(request),
+        request.received_at,
+        session,
+        stopping.power_w,
+    )
+    for flag in sorted(flags):
+        _flag(session, flag)
+    _end_session(uow, session, request)
     return StopOutcome(
         known=True,
-        authorization=authorization,
+        authorization=stop.authorization,
         session_id=session.id,
         flags=tuple(sorted(flags)),
     )
@@ -1241,19 +1423,29 @@ async def _store_stop_readings(
     session.heard_at = request.received_at
     evse = await evse_of(uow, session)
     evse_number = evse.ocpp_evse_id if evse is not None and evse.ocpp_evse_id else 0
-    readings = request.meter_values
-    if request.meter_stop_wh is not None:
-        final = Sample(
-            ENERGY_REGISTER,
-            request.meter_stop_wh,
-            request.meter_stop_wh,
-            unit="Wh",
-            context="Transaction.End",
-        )
-        readings = (*readings, MeterValue(request.station_time, (final,)))
     return await _store_meter_values(
-        uow, station_id, evse_number, readings, request.received_at, session, max_power_w(evse)
+        uow,
+        station_id,
+        evse_number,
+        _stop_readings(request),
+        request.received_at,
+        session,
+        max_power_w(evse),
     )
+
+
+def _stop_readings(request: StopRequest) -> tuple[MeterValue, ...]:
+    """A stop's transaction data, and its meterStop as the session's final reading."""
+    if request.meter_stop_wh is None:
+        return request.meter_values
+    final = Sample(
+        ENERGY_REGISTER,
+        request.meter_stop_wh,
+        request.meter_stop_wh,
+        unit="Wh",
+        context="Transaction.End",
+    )
+    return (*request.meter_values, MeterValue(request.station_time, (final,)))
 
 
 LATE_STOP = "late_stop"
@@ -1272,17 +1464,50 @@ async def finish_billing(
     Never raises for a pricing problem: the station's stop must be answered whatever
     happens here. The session is flagged and the CDR sweep issues the CDR later.
     """
+    if correction is None or session.cdr_id is None:
+        await finish_billings(uow, [(session, now)])
+        return
     bill = await refresh_running_cost(uow, session)
     if bill is None or session.status != "COMPLETED":
         return
     try:
-        if correction is not None and session.cdr_id is not None:
-            await credit_cdr(uow, session.cdr_id, reason=correction, now=now, reissue=True)
-        else:
-            await issue_cdr(uow, session, now=now, bill=bill)
+        await credit_cdr(uow, session.cdr_id, reason=correction, now=now, reissue=True)
     except Exception:
-        logging.getLogger("cpms.cdrs").exception("session %s: CDR not issued", session.id)
-        _flag(session, "pricing_failed")
+        _cdr_failed(session)
+
+
+async def finish_billings(uow: UnitOfWork, ended: Sequence[tuple[Session, datetime]]) -> None:
+    """``finish_billing`` without a correction, for many sessions (each with the time to
+    issue its CDR at): priced together, their CDRs issued together.
+    """
+    bills = await refresh_running_costs(uow, [session for session, _ in ended])
+    await _issue_cdrs(
+        uow,
+        [
+            FinalBill(session, bill, now)
+            for session, now in ended
+            if (bill := bills[session.id]) is not None
+        ],
+    )
+
+
+async def _issue_cdrs(uow: UnitOfWork, finals: list[FinalBill]) -> None:
+    """``issue_cdrs``; if it fails, each CDR alone, so only the session at fault is flagged."""
+    if not finals:
+        return
+    try:
+        await issue_cdrs(uow, finals)
+    except Exception:
+        if len(finals) == 1:
+            _cdr_failed(finals[0].session)
+            return
+        for final in finals:
+            await _issue_cdrs(uow, [final])
+
+
+def _cdr_failed(session: Session) -> None:
+    logging.getLogger("cpms.cdrs").exception("session %s: CDR not issued", session.id)
+    _flag(session, "pricing_failed")
 
 
 async def _late_stop(

@@ -24,9 +24,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 
 from cpms.documents import format_datetime, parse_datetime, tariff_to_ocpi
+from cpms.driver_sql import DriverStatement
 from cpms.model import (
     BilledReading,
     ChargingPeriod,
@@ -54,7 +55,7 @@ from cpms.unit_of_work import UnitOfWork
 
 __all__ = [
     "DEFAULT_CURRENCY",
-    "apply_bill",
+    "apply_bills",
     "bill_session",
     "cdr_location_of",
     "connector_tariffs",
@@ -65,6 +66,7 @@ __all__ = [
     "plan_of",
     "record_billed_reading",
     "refresh_running_cost",
+    "refresh_running_costs",
     "seal_session",
     "shorten",
     "store_periods",
@@ -249,15 +251,34 @@ def record_billed_reading(
     )
 
 
-async def _usage(uow: UnitOfWork, session: Session, end: datetime | None) -> Usage:
-    rows = (
-        await uow.session.execute(
-            select(BilledReading.at, BilledReading.energy_wh, BilledReading.current_a)
-            .where(BilledReading.session_id == session.id)
-            .order_by(BilledReading.at, BilledReading.id)
+async def _usages(uow: UnitOfWork, sessions: Sequence[Session]) -> dict[str, Usage]:
+    """What pricing needs of each session, by id: its billing timeline (one SELECT for all).
+
+    A session is priced to its end if it has one, else up to its newest reading.
+    """
+    ids = {session.id for session in sessions}
+    rows = await uow.session.execute(
+        select(
+            BilledReading.session_id,
+            BilledReading.at,
+            BilledReading.energy_wh,
+            BilledReading.current_a,
         )
-    ).all()
-    points = [MeterPoint(at, energy, current) for at, energy, current in rows]
+        .where(BilledReading.session_id.in_(ids))
+        .order_by(BilledReading.session_id, BilledReading.at, BilledReading.id)
+    )
+    points: dict[str, list[MeterPoint]] = {session_id: [] for session_id in ids}
+    for session_id, at, energy, current in rows:
+        points[session_id].append(MeterPoint(at, energy, current))
+    return {
+        session.id: await _usage(uow, session, session.end_date_time, points[session.id])
+        for session in sessions
+    }
+
+
+async def _usage(
+    uow: UnitOfWork, session: Session, end: datetime | None, points: list[MeterPoint]
+) -> Usage:
     if end is None:  # running: priced up to the newest reading
         end = max([session.start_date_time, *(p.at for p in points)])
     reservation = None
@@ -282,12 +303,15 @@ async def _usage(uow: UnitOfWork, session: Session, end: datetime | None) -> Usa
     )
 
 
-async def bill_session(uow: UnitOfWork, session: Session) -> Bill:
-    """Price ``session``: to its end if it has one, else up to its newest reading."""
-    usage = await _usage(uow, session, session.end_date_time)
+def _priced(session: Session, usage: Usage) -> Bill:
     return price(
         plan_of(session), usage, currency=session.currency, switches=tariff_switches_of(session)
     )
+
+
+async def bill_session(uow: UnitOfWork, session: Session) -> Bill:
+    """Price ``session``: to its end if it has one, else up to its newest reading."""
+    return _priced(session, (await _usages(uow, [session]))[session.id])
 
 
 def _volume(value: Decimal) -> float:
@@ -327,18 +351,28 @@ def periods_to_ocpi(bill: Bill) -> list[dict[str, Any]]:
     return out
 
 
-async def store_periods(uow: UnitOfWork, session: Session, bill: Bill) -> None:
-    """Replace the session's stored charging periods with the bill's."""
-    await uow.session.execute(delete(ChargingPeriod).where(ChargingPeriod.session_id == session.id))
-    for period, document in zip(bill.periods, periods_to_ocpi(bill), strict=True):
-        uow.session.add(
-            ChargingPeriod(
-                session_id=session.id,
-                start_date_time=period.start,
-                dimensions=document["dimensions"],
-                tariff_id=document.get("tariff_id"),
-            )
-        )
+_PERIOD = ChargingPeriod.__table__
+_PERIOD_INSERT = DriverStatement(
+    insert(_PERIOD), ("session_id", "start_date_time", "dimensions", "tariff_id")
+)
+
+
+async def store_periods(uow: UnitOfWork, billed: Sequence[tuple[Session, Bill]]) -> None:
+    """Replace each session's stored charging periods with its bill's: one DELETE for all,
+    one executemany of the new rows (through the ORM, one INSERT a period on SQLite).
+    """
+    if not billed:
+        return
+    ids = [session.id for session, _ in billed]
+    await uow.session.execute(delete(ChargingPeriod).where(ChargingPeriod.session_id.in_(ids)))
+    await _PERIOD_INSERT.execute_many(
+        await uow.session.connection(),
+        [
+            (session.id, period.start, document["dimensions"], document.get("tariff_id"))
+            for session, bill in billed
+            for period, document in zip(bill.periods, periods_to_ocpi(bill), strict=True)
+        ],
+    )
 
 
 async def refresh_running_cost(uow: UnitOfWork, session: Session) -> Bill | None:
@@ -347,20 +381,38 @@ async def refresh_running_cost(uow: UnitOfWork, session: Session) -> Bill | None
     A pricing failure must never fail the station's message: it is logged and flagged on
     the session, and the CDR sweep tries again later.
     """
-    try:
-        bill = await bill_session(uow, session)
-    except Exception:
-        log.exception("session %s: pricing failed", session.id)
-        if "pricing_failed" not in session.flags:
-            session.flags = [*session.flags, "pricing_failed"]
-        return None
-    await apply_bill(uow, session, bill)
-    return bill
+    return (await refresh_running_costs(uow, [session]))[session.id]
 
 
-async def apply_bill(uow: UnitOfWork, session: Session, bill: Bill) -> None:
-    """Store a bill on its session: charging periods, and total cost when a tariff applies."""
-    await store_periods(uow, session, bill)
-    if session.tariff_id is not None:
-        total = bill.total_cost
-        session.total_cost_excl_vat, session.total_cost_incl_vat = total.excl_vat, total.incl_vat
+async def refresh_running_costs(
+    uow: UnitOfWork, sessions: Sequence[Session]
+) -> dict[str, Bill | None]:
+    """``refresh_running_cost`` for many sessions, by id: their timelines read with one
+    SELECT, their periods replaced with one DELETE and one INSERT.
+    """
+    if not sessions:
+        return {}
+    usages = await _usages(uow, sessions)
+    bills: dict[str, Bill | None] = {}
+    for session in sessions:
+        try:
+            bills[session.id] = _priced(session, usages[session.id])
+        except Exception:
+            log.exception("session %s: pricing failed", session.id)
+            if "pricing_failed" not in session.flags:
+                session.flags = [*session.flags, "pricing_failed"]
+            bills[session.id] = None
+    await apply_bills(
+        uow, [(session, bill) for session in sessions if (bill := bills[session.id]) is not None]
+    )
+    return bills
+
+
+async def apply_bills(uow: UnitOfWork, billed: Sequence[tuple[Session, Bill]]) -> None:
+    """Store bills on their sessions: charging periods, and total cost when a tariff applies."""
+    await store_periods(uow, billed)
+    for session, bill in billed:
+        if session.tariff_id is not None:
+            total = bill.total_cost
+            session.total_cost_excl_vat = total.excl_vat
+            session.total_cost_incl_vat = total.incl_vat

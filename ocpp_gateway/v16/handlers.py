@@ -16,16 +16,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from decimal import Decimal
-from functools import partial
 
 from cpms.authorization import Authorization, AuthorizationStatus
 from cpms.charging import (
     MeterReport,
     StartRequest,
     StationStart,
+    StationStop,
     StopRequest,
     start_transactions,
-    stop_transaction,
+    stop_transactions,
 )
 from cpms.station_lifecycle import (
     BootReport,
@@ -164,13 +164,9 @@ class _Handlers(HandlerBase):
         )
         # An empty idTag names nobody (some firmware sends "" rather than leaving it out).
         authorization = await self._authorize_if(context, request.uid or None)
-        outcome = await self._write(
-            partial(
-                stop_transaction,
-                station_id=context.station_id,
-                request=request,
-                authorization=authorization,
-            )
+        # Grouped, like starts: a reconnect storm replays two stops a station.
+        outcome = await self.services.committer.run_grouped(
+            stop_transactions, StationStop(context.station_id, request, authorization)
         )
         if not outcome.known:
             logger.warning(

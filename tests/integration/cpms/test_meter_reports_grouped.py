@@ -36,6 +36,7 @@ from cpms.charging import (
     StartRequest,
     StopRequest,
     _meters_of_keys,
+    _stopping_query,
     record_meter_reports,
     record_meter_values,
 )
@@ -342,13 +343,20 @@ async def test_a_grouped_batch_writes_what_each_report_alone_writes(
         assert b[table] == a[table], table
 
 
+@pytest.mark.parametrize(
+    "batch_read",
+    [
+        pytest.param(lambda: _meters_of_keys(3).statement, id="meter values"),
+        pytest.param(lambda: _stopping_query(3)[0], id="stops"),
+    ],
+)
 async def test_a_batch_finds_its_sessions_by_index_not_by_reading_every_session(
-    engine: AsyncEngine,
+    engine: AsyncEngine, batch_read: Callable[[], Any]
 ) -> None:
     # `(station_id, transaction_id) IN (...)` made SQLite read the whole session table for
     # every batch, a cost growing with each session ever stored; a list joined to the table
     # is one lookup a pair in the (station, transaction id) index.
-    statement = _meters_of_keys(3).statement
+    statement = batch_read()
     sql = str(statement.compile(dialect=engine.dialect))
     pairs = ("CS1", "1", "CS2", "7", "CS3", "9", None, None)
     async with engine.connect() as connection:
