@@ -1010,9 +1010,10 @@ def _key_values(keys: set[tuple[str, str]]) -> list[str | None]:
 
 
 @functools.cache
-def _meters_of_keys(count: int) -> DriverStatement:
-    """The sessions of up to ``count`` (station, transaction id) pairs, padded (``padded``)."""
-    joined, names = _transaction_keys(padded_size(count))
+def _meters_of_keys(size: int) -> DriverStatement:
+    """The sessions of ``size`` (station, transaction id) pairs (a ``padded_size``: a few
+    statements serve every batch)."""
+    joined, names = _transaction_keys(size)
     query = (
         select(
             _SESSION.c.id,
@@ -1035,7 +1036,7 @@ def _meters_of_keys(count: int) -> DriverStatement:
 
 async def _meters_of(uow: UnitOfWork, keys: set[tuple[str, str]]) -> dict[tuple[str, str], _Meter]:
     """The sessions of these (station, transaction id) pairs, with their EVSE's power."""
-    found = await _meters_of_keys(len(keys)).fetch_all(
+    found = await _meters_of_keys(padded_size(len(keys))).fetch_all(
         await uow.session.connection(), _key_values(keys)
     )
     meters: dict[tuple[str, str], _Meter] = {}
@@ -1074,12 +1075,12 @@ async def _meters_of(uow: UnitOfWork, keys: set[tuple[str, str]]) -> dict[tuple[
 
 
 @functools.cache
-def _stopping_query(count: int) -> tuple[Select[Any], list[str]]:
-    """The sessions of up to ``count`` (station, transaction id) pairs, padded, as objects,
-    with their EVSE's number and first connector's power (a row per connector, first first),
-    and the names of the query's parameters.
+def _stopping_query(size: int) -> tuple[Select[Any], list[str]]:
+    """The sessions of ``size`` (station, transaction id) pairs (a ``padded_size``) as
+    objects, with their EVSE's number and first connector's power (a row per connector, the
+    first first), and the names of the query's parameters.
     """
-    joined, names = _transaction_keys(padded_size(count))
+    joined, names = _transaction_keys(size)
     query = (
         select(Session, _EVSE.c.ocpp_evse_id, *_POWER_COLUMNS)
         .select_from(
@@ -1098,7 +1099,7 @@ async def _sessions_stopping(
     """The sessions of these (station, transaction id) pairs, with what billing their last
     readings needs: ``evse_of``'s and ``max_power_w``'s answers, in the same SELECT.
     """
-    query, names = _stopping_query(len(keys))
+    query, names = _stopping_query(padded_size(len(keys)))
     rows = await uow.session.execute(query, dict(zip(names, _key_values(keys), strict=True)))
     found: dict[tuple[str, str], _Stopping] = {}
     for session, evse_number, max_electric_power, power_type, max_voltage, max_amperage in rows:

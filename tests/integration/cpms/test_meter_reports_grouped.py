@@ -346,8 +346,8 @@ async def test_a_grouped_batch_writes_what_each_report_alone_writes(
 @pytest.mark.parametrize(
     "batch_read",
     [
-        pytest.param(lambda: _meters_of_keys(3).statement, id="meter values"),
-        pytest.param(lambda: _stopping_query(3)[0], id="stops"),
+        pytest.param(lambda: _meters_of_keys(4).statement, id="meter values"),
+        pytest.param(lambda: _stopping_query(4)[0], id="stops"),
     ],
 )
 async def test_a_batch_finds_its_sessions_by_index_not_by_reading_every_session(
