@@ -476,6 +476,19 @@ async def test_a_batch_of_stops_costs_the_same_statements_however_many_it_holds(
     assert set(periods) == set(issued)
 
 
+async def _stop_in_one_batch(
+    uow: UnitOfWorkFactory, transactions: dict[str, str]
+) -> dict[str, Session]:
+    """Stop every session of ``transactions`` in one batch; the sessions by station."""
+    stops = [_plain_stop(name, transactions) for name in sorted(transactions)]
+    outcomes, committer = await _stop_grouped(uow, stops)
+    # One transaction: the batch did not fail and get retried stop by stop.
+    assert committer.batches == 1
+    assert all(outcome.known for outcome in outcomes)
+    async with uow() as unit:
+        return {s.station_id: s for s in await unit.session.scalars(select(Session))}
+
+
 @pytest.mark.usefixtures("database_url")
 async def test_a_session_whose_pricing_fails_is_flagged_and_the_others_are_billed(
     uow: UnitOfWorkFactory,
@@ -488,14 +501,8 @@ async def test_a_session_whose_pricing_fails_is_flagged_and_the_others_are_bille
         )
         await unit.commit()
 
-    outcomes, committer = await _stop_grouped(
-        uow, [_plain_stop(name, transactions) for name in ("N00", "N01", "N02")]
-    )
+    found = await _stop_in_one_batch(uow, transactions)
 
-    assert committer.batches == 1
-    assert all(outcome.known for outcome in outcomes)
-    async with uow() as unit:
-        found = {s.station_id: s for s in await unit.session.scalars(select(Session))}
     assert {name: s.status for name, s in found.items()} == dict.fromkeys(found, "COMPLETED")
     assert "pricing_failed" in found["N01"].flags
     assert found["N01"].cdr_id is None
@@ -518,14 +525,9 @@ async def test_a_cdr_that_cannot_be_built_is_left_to_the_sweep_and_the_others_ar
         return built(session, *args, **kwargs)
 
     monkeypatch.setattr(cdrs, "cdr_document", cdr_document)
-    outcomes, committer = await _stop_grouped(
-        uow, [_plain_stop(name, transactions) for name in ("N00", "N01", "N02")]
-    )
+    found = await _stop_in_one_batch(uow, transactions)
 
-    assert committer.batches == 1
-    assert all(outcome.known for outcome in outcomes)
     async with uow() as unit:
-        found = {s.station_id: s for s in await unit.session.scalars(select(Session))}
         issued = sorted(await unit.session.scalars(select(Cdr.session_id)))
     assert "pricing_failed" in found["N01"].flags
     assert found["N01"].cdr_id is None
