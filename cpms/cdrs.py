@@ -3,12 +3,13 @@
 - ``issue_cdr`` prices a COMPLETED session (``session_pricing.bill_session``) and stores its
   OCPI CDR as issued, with the explanation of every amount. The key ``"<session>/<n>"`` is
   unique in the database, so retries, duplicate stops, restarts and several nodes still give
-  exactly one CDR; an INVALID session is never billed.
+  exactly one CDR; an INVALID session is never billed. ``issue_cdrs`` issues many sessions'
+  CDRs with a few reads for all (a batch of stops).
 - ``credit_cdr`` issues the credit CDR of a CDR (id ``<id>-C``, ``credit``,
   ``credit_reference_id``, every cost negated) and, on request, a new CDR for the same
   session priced again: the only way a billed amount ever changes.
-- ``signed_data_of`` builds OCPI SignedData from the signed meter values the station sent
-  (OCMF, EDL...), kept verbatim: the calibration law audits them, not us.
+- A CDR's OCPI SignedData is built from the signed meter values the station sent (OCMF,
+  EDL...), kept verbatim: the calibration law audits them, not us.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ __all__ = [
     "issue_cdrs",
     "issue_missing_cdrs",
     "list_cdrs",
-    "signed_data_of",
 ]
 
 _COST_FIELDS = (
@@ -107,15 +107,11 @@ def _signed_value(raw: dict[str, Any], context: str | None) -> tuple[dict[str, s
     return value, method, key
 
 
-async def signed_data_of(uow: UnitOfWork, session_id: str) -> dict[str, Any] | None:
-    """OCPI SignedData from the session's signed meter values, or ``None`` if it had none."""
-    return (await _signed_data_by_session(uow, [session_id])).get(session_id)
-
-
 async def _signed_data_by_session(
     uow: UnitOfWork, session_ids: Sequence[str]
 ) -> dict[str, dict[str, Any]]:
-    """``signed_data_of`` each of these sessions that has signed values (one SELECT)."""
+    """OCPI SignedData from each session's signed meter values, for the sessions that have
+    any (one SELECT for all)."""
     rows = await uow.session.execute(
         select(MeterSample.session_id, MeterSample.signed_data, MeterSample.context)
         .where(MeterSample.session_id.in_(session_ids), MeterSample.signed_data.is_not(None))

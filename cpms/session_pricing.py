@@ -270,15 +270,11 @@ async def _usages(uow: UnitOfWork, sessions: Sequence[Session]) -> dict[str, Usa
     points: dict[str, list[MeterPoint]] = {session_id: [] for session_id in ids}
     for session_id, at, energy, current in rows:
         points[session_id].append(MeterPoint(at, energy, current))
-    return {
-        session.id: await _usage(uow, session, session.end_date_time, points[session.id])
-        for session in sessions
-    }
+    return {session.id: await _usage(uow, session, points[session.id]) for session in sessions}
 
 
-async def _usage(
-    uow: UnitOfWork, session: Session, end: datetime | None, points: list[MeterPoint]
-) -> Usage:
+async def _usage(uow: UnitOfWork, session: Session, points: list[MeterPoint]) -> Usage:
+    end = session.end_date_time
     if end is None:  # running: priced up to the newest reading
         end = max([session.start_date_time, *(p.at for p in points)])
     reservation = None
