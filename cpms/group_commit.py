@@ -18,6 +18,10 @@ The commonest writes can go further: ``run_grouped(group_work, item)`` queues an
 a few statements for the lot (``cpms.station_lifecycle.record_statuses``: one SELECT and one
 executemany UPDATE for a hundred status reports). Consecutive only: a group never jumps over
 another work, so every change still lands in the order it was queued.
+
+``GroupReader`` batches reads the same way, on a connection of its own and without a commit:
+the token decision before a StartTransaction (``Authorizer.prepare_at_stations``) reads
+the tokens of a hundred starts with one SELECT, beside the writer rather than in its queue.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Any, TypeVar
 
 from cpms.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
-__all__ = ["GroupCommitter", "GroupWork", "Work"]
+__all__ = ["GroupCommitter", "GroupReader", "GroupWork", "Work"]
 
 log = logging.getLogger("cpms.group_commit")
 
@@ -66,6 +70,8 @@ _STOP = object()
 class GroupCommitter:
     """Runs queued work in shared transactions; see the module docstring."""
 
+    _task_name = "group-commit"
+
     def __init__(self, uow: UnitOfWorkFactory, *, max_batch: int = DEFAULT_MAX_BATCH) -> None:
         self._uow = uow
         self._max_batch = max_batch
@@ -73,15 +79,15 @@ class GroupCommitter:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.batches = 0
-        """How many transactions were committed (for tests and benchmarks)."""
+        """How many batches ended well: transactions committed (for tests and benchmarks)."""
         self.items = 0
-        """How many works were committed."""
+        """How many works ended well in them."""
 
     async def start(self) -> None:
         """Start the writer task."""
         if self._task is None:
             self._stopping = False
-            self._task = asyncio.create_task(self._write_forever(), name="group-commit")
+            self._task = asyncio.create_task(self._write_forever(), name=self._task_name)
 
     async def stop(self) -> None:
         """Finish everything queued (the batch being written included), then stop the writer."""
@@ -119,7 +125,7 @@ class GroupCommitter:
         self, work: Work[T], group: tuple[GroupWork[Any, Any], Any] | None = None
     ) -> T:
         if self._task is None or self._stopping:
-            raise RuntimeError("GroupCommitter is not running")
+            raise RuntimeError(f"{type(self).__name__} is not running")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Item(work, future, group))
         return await future
@@ -171,7 +177,9 @@ class GroupCommitter:
                     continue
                 end = start + 1
                 while end < len(items) and (following := items[end].group) is not None:
-                    if following[0] is not group[0]:
+                    # Equality, not identity: a bound method (``authorizer.prepare_at_stations``)
+                    # is a new object each time it is named, and equal to its earlier self.
+                    if following[0] != group[0]:
                         break
                     end += 1
                 arguments = [item.group[1] for item in items[start:end] if item.group]
@@ -180,14 +188,14 @@ class GroupCommitter:
                     raise RuntimeError(f"{group[0]!r} returned {len(written)} results")
                 results.extend(written)
                 start = end
-            await uow.commit()
+            await self._finish(uow)
         return results
 
     async def _run_alone(self, item: _Item) -> None:
         try:
             async with self._uow() as uow:
                 result = await item.work(uow)
-                await uow.commit()
+                await self._finish(uow)
         except Exception as error:
             if not item.future.done():
                 item.future.set_exception(error)
@@ -196,3 +204,24 @@ class GroupCommitter:
         self.items += 1
         if not item.future.done():
             item.future.set_result(result)
+
+    async def _finish(self, uow: UnitOfWork) -> None:
+        """End a batch's transaction successfully: commit it."""
+        await uow.commit()
+
+
+class GroupReader(GroupCommitter):
+    """Runs queued reads in shared units of work; the works must not change anything.
+
+    A read's unit of work ends without a commit (closing it releases the connection), and
+    it runs beside the group committer's writes, not behind them: on SQLite a reader never
+    waits for the write lock. Grouping is what it is for: ``run_grouped`` callers whose
+    items arrive together are answered by one call of the group work, a few statements for
+    all of them instead of a few each.
+    """
+
+    _task_name = "group-read"
+
+    async def _finish(self, uow: UnitOfWork) -> None:
+        # Nothing to commit. The unit of work's close rolls back whatever the driver opened.
+        return None

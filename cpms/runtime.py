@@ -52,7 +52,7 @@ from cpms.demo import (
 )
 from cpms.errors import ConfigError, CpmsError
 from cpms.event_loop import running_loop_name
-from cpms.group_commit import GroupCommitter
+from cpms.group_commit import GroupCommitter, GroupReader
 from cpms.liveness import Liveness, LivenessWriter
 from cpms.locations import DefaultLocation
 from cpms.model import utcnow
@@ -61,7 +61,13 @@ from cpms.remote_control import expire_commands
 from cpms.reservations import expire_reservations
 from cpms.secrets import TokenVault
 from cpms.session_closing import sweep
-from cpms.station_lifecycle import log_station_event, record_offline, record_online
+from cpms.station_lifecycle import (
+    ConnectionClosed,
+    ConnectionOpened,
+    log_station_event,
+    record_offlines,
+    record_onlines,
+)
 from cpms.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from ocpi_api import HttpContext, create_app
 from ocpi_api.client import OcpiClient
@@ -127,6 +133,7 @@ class Runtime:
         self.checkpointer = WalCheckpointer(self.engine)
         self.generated_admin_token: str | None = None
         self.committer = GroupCommitter(self.uow)
+        self.reader = GroupReader(self.uow)
         self.vault = TokenVault.from_file(settings.secret_key_file)
         self.ocpi_client = OcpiClient(
             country_code=settings.country_code, party_id=settings.party_id
@@ -150,6 +157,7 @@ class Runtime:
         services = StationServices(
             uow=self.uow,
             committer=self.committer,
+            reader=self.reader,
             authorizer=self.authorizer,
             heartbeat_interval=settings.heartbeat_interval,
             liveness=self.liveness,
@@ -191,15 +199,15 @@ class Runtime:
 
     async def _connected(self, station_id: str, version: OcppVersion) -> StationProfile:
         # Through the group committer: a reconnect storm must not cost a commit per station.
-        station = await self.committer.run(
-            lambda uow: record_online(uow, station_id, ocpp_version=version.value, node=self.node)
+        station = await self.committer.run_grouped(
+            record_onlines, ConnectionOpened(station_id, version.value, self.node)
         )
         log.info("station %s connected (%s)", station_id, version.value)
         return StationProfile(boot_status=station.boot_status, lenient=station.lenient)
 
     async def _disconnected(self, station_id: str, reason: str) -> None:
-        await self.committer.run(
-            lambda uow: record_offline(uow, station_id, node=self.node, reason=reason)
+        await self.committer.run_grouped(
+            record_offlines, ConnectionClosed(station_id, self.node, reason)
         )
         log.info("station %s offline: %s", station_id, reason)
 
@@ -278,6 +286,7 @@ class Runtime:
                 self.uow(), self.settings.admin_token
             )
             await self.committer.start()
+            await self.reader.start()
             await self.liveness_writer.start()
             # Before accepting work: a command left PENDING by a crash, whose deadline passed
             # while we were down, is answered TIMEOUT now, not at the first periodic sweep
@@ -329,6 +338,7 @@ class Runtime:
         if self.committer.running:
             await self.liveness_writer.stop()  # the last moments heard, before the committer
         await self.committer.stop()
+        await self.reader.stop()
         await self.checkpointer.stop()
         await self.ocpi_client.close()
         await self.engine.dispose()

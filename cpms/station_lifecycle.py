@@ -43,6 +43,9 @@ __all__ = [
     "BootDecision",
     "BootReport",
     "BootStatus",
+    "ConnectionClosed",
+    "ConnectionOpened",
+    "StationBoot",
     "StationStatus",
     "StatusReport",
     "approve_station",
@@ -50,10 +53,14 @@ __all__ = [
     "known_evses",
     "list_station_events",
     "load_station",
+    "load_stations",
     "log_station_event",
     "record_boot",
+    "record_boots",
     "record_offline",
+    "record_offlines",
     "record_online",
+    "record_onlines",
     "record_status",
     "record_statuses",
     "trusted_time",
@@ -143,6 +150,31 @@ def _clip(value: str | None, length: int) -> str | None:
     return value[:length] if value is not None else None
 
 
+async def load_stations(uow: UnitOfWork, station_ids: set[str]) -> dict[str, ChargingStation]:
+    """The stations of these ids that exist, by id, read with one SELECT."""
+    found = await uow.session.scalars(
+        select(ChargingStation).where(ChargingStation.id.in_(sorted(station_ids)))
+    )
+    return {station.id: station for station in found}
+
+
+def _one_of(stations: dict[str, ChargingStation], station_id: str) -> ChargingStation:
+    station = stations.get(station_id)
+    if station is None:
+        raise NotFound("station", station_id)
+    return station
+
+
+@dataclass(frozen=True, slots=True)
+class StationBoot:
+    """A boot report with the station that sent it, as ``record_boots`` takes them."""
+
+    station_id: str
+    report: BootReport
+    received_at: datetime
+    heartbeat_interval: int
+
+
 async def record_boot(
     uow: UnitOfWork,
     station_id: str,
@@ -156,7 +188,23 @@ async def record_boot(
     Retired stations are Rejected; stations awaiting approval (admission policy ``pending``)
     are Pending and told to retry after the heartbeat interval.
     """
-    station = await load_station(uow, station_id)
+    boot = StationBoot(station_id, report, received_at, heartbeat_interval)
+    return (await record_boots(uow, (boot,)))[0]
+
+
+async def record_boots(uow: UnitOfWork, boots: Sequence[StationBoot]) -> list[BootDecision]:
+    """``record_boot`` for many stations, their rows read with one SELECT.
+
+    For ``GroupCommitter.run_grouped``: every station of a reconnect storm boots within
+    seconds. Raises ``NotFound`` for a station that does not exist (the committer then
+    writes each boot alone, so only its caller gets the error).
+    """
+    stations = await load_stations(uow, {boot.station_id for boot in boots})
+    return [_boot(uow, _one_of(stations, boot.station_id), boot) for boot in boots]
+
+
+def _boot(uow: UnitOfWork, station: ChargingStation, boot: StationBoot) -> BootDecision:
+    report, received_at = boot.report, boot.received_at
     station.vendor = _clip(report.vendor, 50)
     station.model = _clip(report.model, 50)
     station.serial_number = _clip(report.serial_number, 50)
@@ -175,8 +223,8 @@ async def record_boot(
     station.last_boot_at = received_at
     station.last_seen_at = received_at
     station.updated_at = received_at
-    uow.record(StationChanged(occurred_at=received_at, station_id=station_id, fields=("boot",)))
-    return BootDecision(status, heartbeat_interval, received_at)
+    uow.record(StationChanged(occurred_at=received_at, station_id=station.id, fields=("boot",)))
+    return BootDecision(status, boot.heartbeat_interval, received_at)
 
 
 _EVSE_ID_PART = re.compile(r"[^A-Z0-9]")
@@ -452,19 +500,60 @@ def _set_status(uow: UnitOfWork, evse: Evse, status: str, at: datetime) -> None:
     )
 
 
+_NOBODY_VOUCHES = ("UNKNOWN", "REMOVED")
+"""EVSE statuses a station going offline leaves as they are."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionOpened:
+    """A station's connection opened on ``node`` (``record_onlines``)."""
+
+    station_id: str
+    ocpp_version: str
+    node: str
+    at: datetime | None = None
+    """When; None: now."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """A station's connection on ``node`` closed or fell silent (``record_offlines``)."""
+
+    station_id: str
+    node: str
+    reason: str
+    at: datetime | None = None
+    """When; None: now."""
+
+
 async def record_online(
     uow: UnitOfWork, station_id: str, *, ocpp_version: str, node: str, at: datetime | None = None
 ) -> ChargingStation:
     """Note that a station's connection is open on ``node``; return the station."""
-    at = at or utcnow()
-    station = await load_station(uow, station_id)
-    station.online = True
-    station.ocpp_version = ocpp_version
-    station.connected_node = node
-    station.connected_at = at
-    station.last_seen_at = at
-    uow.record(StationConnectionChanged(occurred_at=at, station_id=station_id, online=True))
-    return station
+    return (await record_onlines(uow, (ConnectionOpened(station_id, ocpp_version, node, at),)))[0]
+
+
+async def record_onlines(
+    uow: UnitOfWork, opened: Sequence[ConnectionOpened]
+) -> list[ChargingStation]:
+    """``record_online`` for many connections, the stations read with one SELECT.
+
+    For ``GroupCommitter.run_grouped``: a reconnect storm opens thousands within seconds.
+    Raises ``NotFound`` for a station that does not exist.
+    """
+    stations = await load_stations(uow, {item.station_id for item in opened})
+    result: list[ChargingStation] = []
+    for item in opened:
+        at = item.at or utcnow()
+        station = _one_of(stations, item.station_id)
+        station.online = True
+        station.ocpp_version = item.ocpp_version
+        station.connected_node = item.node
+        station.connected_at = at
+        station.last_seen_at = at
+        uow.record(StationConnectionChanged(occurred_at=at, station_id=station.id, online=True))
+        result.append(station)
+    return result
 
 
 async def record_offline(
@@ -475,27 +564,48 @@ async def record_offline(
     Its EVSEs become UNKNOWN, as OCPI wants for an EVSE nobody can vouch for (FIELD-NOTES 1).
     Does nothing, and returns False, if the station has meanwhile connected again elsewhere.
     """
-    at = at or utcnow()
-    station = await uow.session.get(ChargingStation, station_id)
-    if station is None or station.connected_node != node:
-        return False
-    station.online = False
-    station.connected_node = None
+    return (await record_offlines(uow, (ConnectionClosed(station_id, node, reason, at),)))[0]
+
+
+async def record_offlines(uow: UnitOfWork, closed: Sequence[ConnectionClosed]) -> list[bool]:
+    """``record_offline`` for many connections: the stations and their EVSEs read once.
+
+    For ``GroupCommitter.run_grouped``: a network outage closes every connection at once.
+    A station that does not exist, or that connected again elsewhere, is left alone (False).
+    """
+    station_ids = {item.station_id for item in closed}
+    stations = await load_stations(uow, station_ids)
     evses = await uow.session.scalars(
         select(Evse)
         .where(
-            Evse.station_id == station_id,
-            Evse.status.not_in(("UNKNOWN", "REMOVED")),
+            Evse.station_id.in_(sorted(station_ids)),
+            Evse.status.not_in(_NOBODY_VOUCHES),
         )
         .options(selectinload(Evse.location))
     )
+    evses_of: dict[str, list[Evse]] = {}
     for evse in evses:
-        _set_status(uow, evse, "UNKNOWN", at)
-    uow.record(
-        StationConnectionChanged(occurred_at=at, station_id=station_id, online=False, reason=reason)
-    )
-    log_station_event(uow, station_id, "offline", f"offline: {reason}", received_at=at)
-    return True
+        evses_of.setdefault(evse.station_id or "", []).append(evse)
+    result: list[bool] = []
+    for item in closed:
+        station = stations.get(item.station_id)
+        if station is None or station.connected_node != item.node:
+            result.append(False)
+            continue
+        at = item.at or utcnow()
+        station.online = False
+        station.connected_node = None
+        for evse in evses_of.get(station.id, ()):
+            if evse.status not in _NOBODY_VOUCHES:  # an earlier closing in this batch did it
+                _set_status(uow, evse, "UNKNOWN", at)
+        uow.record(
+            StationConnectionChanged(
+                occurred_at=at, station_id=station.id, online=False, reason=item.reason
+            )
+        )
+        log_station_event(uow, station.id, "offline", f"offline: {item.reason}", received_at=at)
+        result.append(True)
+    return result
 
 
 def log_station_event(

@@ -11,18 +11,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from functools import partial
 from typing import Any, TypeVar
 
-from cpms.authorization import Authorization
+from cpms.authorization import Authorization, Presented
 from cpms.charging import MeterReport, record_meter_reports
 from cpms.station_lifecycle import (
     BootReport,
     BootStatus,
+    StationBoot,
     StatusReport,
-    load_station,
     log_station_event,
-    record_boot,
+    record_boots,
     record_statuses,
 )
 from cpms.unit_of_work import UnitOfWork
@@ -94,14 +93,13 @@ class HandlerBase:
 
         Always before the write it is for, never inside it: an eMSP may take seconds to
         answer, and the group commit's transaction holds every other station's writes (and
-        on SQLite the write lock). The database is read first, then the connection goes back
-        to the pool before anyone is asked.
+        on SQLite the write lock). The database is read first, by the group reader (the
+        tokens of a storm's StartTransactions with a few SELECTs for a batch, beside the
+        writer), and nobody is asked until its connection is back in the pool.
         """
-        async with self.services.uow() as uow:
-            station = await load_station(uow, context.station_id)
-            pending = await self.services.authorizer.prepare(
-                uow, uid, location_id=station.location_id
-            )
+        pending = await self.services.reader.run_grouped(
+            self.services.authorizer.prepare_at_stations, Presented(context.station_id, uid)
+        )
         return await pending.decide()
 
     async def _authorize_if(self, context: CallContext, uid: str | None) -> Authorization | None:
@@ -110,14 +108,12 @@ class HandlerBase:
 
     async def _boot(self, context: CallContext, report: BootReport) -> Payload:
         """Record a boot; answer it (the same three fields in 1.6 and 2.0.1)."""
-        decision = await self._write(
-            partial(
-                record_boot,
-                station_id=context.station_id,
-                report=report,
-                received_at=context.received_at,
-                heartbeat_interval=self.services.heartbeat_interval,
-            )
+        # Grouped: every station of a reconnect storm boots within seconds.
+        decision = await self.services.committer.run_grouped(
+            record_boots,
+            StationBoot(
+                context.station_id, report, context.received_at, self.services.heartbeat_interval
+            ),
         )
         context.state.boot_status = decision.status.value
         if decision.status is not BootStatus.ACCEPTED:

@@ -74,6 +74,7 @@ from ocpp_gateway.rpc import (
 )
 
 __all__ = [
+    "ACCEPT_BACKLOG",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "REPLACED_REASON",
     "Admit",
@@ -91,6 +92,14 @@ __all__ = [
 ]
 
 logger = logging.getLogger("ocpp_gateway")
+
+ACCEPT_BACKLOG = 4096
+"""Connections the kernel may hold for us to accept (capped by ``net.core.somaxconn``).
+
+asyncio's default is 100. When a network outage ends, thousands of stations connect within
+a second; beyond the backlog the kernel drops their SYNs, and each waits out TCP's
+retransmission back-off (1, 3, 7, 15 s) before trying again: the reconnect storm at 5,000
+stations lost 1,102 reconnects to 30-second timeouts that way (docs/PERFORMANCE.md)."""
 
 DEFAULT_MAX_MESSAGE_SIZE = 2**20
 """1 MiB: room for a large 2.0.1 NotifyReport or charging profile, not for a memory attack."""
@@ -530,6 +539,7 @@ class OcppServer:
             close_timeout=self._close_timeout,
             max_size=self._max_message_size,
             logger=logging.getLogger("ocpp_gateway.websockets"),
+            backlog=ACCEPT_BACKLOG,
         )
         self._bound_port = self._server.sockets[0].getsockname()[1]
         if self._silence_limit is not None:

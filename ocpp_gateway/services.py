@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cpms.authorization import Authorizer
-from cpms.group_commit import GroupCommitter
+from cpms.group_commit import GroupCommitter, GroupReader
 from cpms.liveness import Liveness
 from cpms.unit_of_work import UnitOfWorkFactory
 
@@ -19,6 +19,8 @@ class StationServices:
     uow: UnitOfWorkFactory
     committer: GroupCommitter
     """Hot-path writes share transactions; a handler answers once its write is durable."""
+    reader: GroupReader
+    """Hot-path reads (a presented token's decision) share a connection and statements."""
     authorizer: Authorizer
     heartbeat_interval: int
     """Seconds, given to stations in the BootNotification answer."""

@@ -4,13 +4,15 @@ Covers ``cpms.group_commit.GroupCommitter``: concurrent works share transactions
 their own results; a failing work (a Python error or a database error) fails alone while
 the rest of its batch commits; ``stop()`` finishes queued and in-flight work; ``run()``
 outside start/stop is refused; a result is returned only once its change is committed and
-visible to every other connection; batches stay within ``max_batch``.
+visible to every other connection; batches stay within ``max_batch``. Then
+``GroupReader``: it reads committed data and commits nothing its works change, and a bound
+method queued by consecutive callers is one group work, called once for their items.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import pytest
 from sqlalchemy import func, select
@@ -18,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cpms.database import create_engine
-from cpms.group_commit import GroupCommitter
+from cpms.group_commit import GroupCommitter, GroupReader
 from cpms.model import Location
 from cpms.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
@@ -206,3 +208,73 @@ async def test_a_batch_holds_at_most_max_batch_works(uow: UnitOfWorkFactory) -> 
     ]
     assert sum(sizes) == 50
     assert max(sizes) <= 10
+
+
+# GroupReader -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def reader(uow: UnitOfWorkFactory) -> AsyncIterator[GroupReader]:
+    started = GroupReader(uow)
+    await started.start()
+    yield started
+    await started.stop()
+
+
+async def test_a_reader_reads_committed_data_and_commits_nothing(
+    uow: UnitOfWorkFactory, committer: GroupCommitter, reader: GroupReader
+) -> None:
+    await committer.run(_adding("KEPT"))
+
+    async def reading_and_adding(unit: UnitOfWork) -> tuple[set[str], set[str]]:
+        before = set(await unit.session.scalars(select(Location.id)))
+        unit.session.add(_location("DROPPED"))
+        await unit.session.flush()  # written inside its transaction, which is never committed
+        return before, set(await unit.session.scalars(select(Location.id)))
+
+    async def adding_many(unit: UnitOfWork, ids: Sequence[str]) -> list[str]:
+        unit.session.add_all(_location(location_id) for location_id in ids)
+        await unit.session.flush()
+        return list(ids)
+
+    before, inside = await asyncio.wait_for(reader.run(reading_and_adding), BOUND)
+    assert (before, inside) == ({"KEPT"}, {"KEPT", "DROPPED"})
+    added = await asyncio.wait_for(
+        asyncio.gather(*(reader.run_grouped(adding_many, f"G{i}") for i in range(5))), BOUND
+    )
+    assert added == [f"G{i}" for i in range(5)]
+    assert await _ids(uow) == {"KEPT"}
+    # The reader's connection is back and sees what is committed after it read.
+    await committer.run(_adding("LATER"))
+    before, _ = await asyncio.wait_for(reader.run(reading_and_adding), BOUND)
+    assert before == {"KEPT", "LATER"}
+    assert await _ids(uow) == {"KEPT", "LATER"}
+
+
+class _Lookup:
+    """An object whose bound method is a group work, as ``authorizer.prepare_at_stations``."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    async def find(self, unit: UnitOfWork, ids: Sequence[str]) -> list[bool]:
+        self.calls.append(list(ids))
+        found = set(await unit.session.scalars(select(Location.id).where(Location.id.in_(ids))))
+        return [location_id in found for location_id in ids]
+
+
+async def test_consecutive_items_of_one_bound_method_are_read_with_one_call(
+    uow: UnitOfWorkFactory, committer: GroupCommitter, reader: GroupReader
+) -> None:
+    await asyncio.gather(*(committer.run(_adding(f"L{i}")) for i in range(0, 30, 2)))
+    lookup = _Lookup()
+    wanted = [f"L{i}" for i in range(30)]
+    # `lookup.find` is a new bound method object each time it is named: equal, not identical.
+    found = await asyncio.wait_for(
+        asyncio.gather(*(reader.run_grouped(lookup.find, w) for w in wanted)), BOUND
+    )
+    assert found == [i % 2 == 0 for i in range(30)]
+    assert sorted(w for call in lookup.calls for w in call) == sorted(wanted)
+    assert len(lookup.calls) < 30
+    assert reader.items == 30
+    assert reader.batches == len(lookup.calls)
