@@ -21,6 +21,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -195,6 +196,7 @@ class Runtime:
             policy=self.settings.station_admission,
             default_location=default_location(self.settings),
             write=self.committer.run,
+            read=partial(self.reader.run_grouped, stations.find_stations),
         )
 
     async def _connected(self, station_id: str, version: OcppVersion) -> StationProfile:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, inspect, or_, select, update
+from sqlalchemy import bindparam, case, insert, inspect, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -608,6 +608,12 @@ async def record_offlines(uow: UnitOfWork, closed: Sequence[ConnectionClosed]) -
     return result
 
 
+_STATION_LOG_INSERT = DriverStatement(
+    insert(StationEvent.__table__),
+    ("station_id", "kind", "summary", "occurred_at", "received_at", "details"),
+)
+
+
 def log_station_event(
     uow: UnitOfWork,
     station_id: str,
@@ -618,16 +624,10 @@ def log_station_event(
     occurred_at: datetime | None = None,
     details: dict[str, Any] | None = None,
 ) -> None:
-    """Add an entry to the station's log."""
-    uow.session.add(
-        StationEvent(
-            station_id=station_id,
-            kind=kind,
-            summary=summary[:255],
-            occurred_at=occurred_at,
-            received_at=received_at,
-            details=details,
-        )
+    """Add an entry to the station's log (written when ``uow`` commits, with the others)."""
+    uow.insert_at_commit(
+        _STATION_LOG_INSERT,
+        (station_id, kind, summary[:255], occurred_at, received_at, details),
     )
 
 

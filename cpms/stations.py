@@ -8,7 +8,7 @@ the gateway calls ``admit_station`` during the websocket handshake and ``mark_co
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -24,13 +24,15 @@ from cpms.locations import DefaultLocation, ensure_default_location
 from cpms.model import ChargingStation, Evse, Location, utcnow
 from cpms.pages import Page, fetch_page
 from cpms.passwords import hash_password, verify_password
-from cpms.station_lifecycle import record_offline, record_online
+from cpms.station_lifecycle import load_stations, record_offline, record_online
 from cpms.unit_of_work import UnitOfWork
 
 __all__ = [
     "StationChanges",
+    "StationReader",
     "admit_station",
     "create_station",
+    "find_stations",
     "get_station",
     "list_stations",
     "mark_connected",
@@ -186,6 +188,20 @@ async def retire_station(uow: UnitOfWork, station_id: str) -> ChargingStation:
 
 _ADMISSION_ATTEMPTS = 3
 
+StationReader = Callable[[str], Awaitable[ChargingStation | None]]
+"""Reads one station by id, None if there is none (``admit_station``'s ``read``)."""
+
+
+async def find_stations(
+    uow: UnitOfWork, station_ids: Sequence[str]
+) -> list[ChargingStation | None]:
+    """The stations of these ids, None where there is none, read with one SELECT.
+
+    A ``GroupWork`` for ``cpms.group_commit.GroupReader`` (admission during a handshake).
+    """
+    found = await load_stations(uow, set(station_ids))
+    return [found.get(station_id) for station_id in station_ids]
+
 
 async def admit_station(
     uow: UnitOfWork,
@@ -195,18 +211,23 @@ async def admit_station(
     policy: AdmissionPolicy,
     default_location: DefaultLocation,
     write: Callable[[Work[Admission]], Awaitable[Admission]] | None = None,
+    read: StationReader | None = None,
 ) -> Admission:
     """Decide whether a connecting station may open its OCPP connection.
 
-    A known station is decided by a read. A station registered on its first connection is
-    written by ``write`` (the node passes its group committer's ``run``: on SQLite a write
-    of its own would wait for the write lock behind the group commits of every connected
-    station, and under a storm of first connections time out); None: in a transaction of
-    its own.
+    A known station is decided by a read: by ``read`` (the node passes its group reader's
+    ``run_grouped`` of ``find_stations``, so a reconnect storm's handshakes read their
+    stations together); None: in a unit of work of its own. A station registered on its
+    first connection is written by ``write`` (the node passes its group committer's
+    ``run``: on SQLite a write of its own would wait for the write lock behind the group
+    commits of every connected station, and under a storm of first connections time out);
+    None: in a transaction of its own.
     """
     for attempt in range(1, _ADMISSION_ATTEMPTS + 1):
         try:
-            return await _admit_once(uow, station_id, password, policy, default_location, write)
+            return await _admit_once(
+                uow, station_id, password, policy, default_location, write, read
+            )
         except IntegrityError:
             # First connections of new stations raced (a reconnect storm under open admission,
             # several nodes) to create the default location or this very station; the
@@ -223,9 +244,13 @@ async def _admit_once(
     policy: AdmissionPolicy,
     default_location: DefaultLocation,
     write: Callable[[Work[Admission]], Awaitable[Admission]] | None,
+    read: StationReader | None,
 ) -> Admission:
-    async with uow:
-        station = await uow.session.get(ChargingStation, station_id)
+    if read is not None:
+        station = await read(station_id)
+    else:
+        async with uow:
+            station = await uow.session.get(ChargingStation, station_id)
     if station is not None:
         return _admission_of(station, password)
     if policy is AdmissionPolicy.KNOWN or not valid_station_id(station_id):

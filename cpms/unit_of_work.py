@@ -60,6 +60,7 @@ class UnitOfWork:
         self._subscribers = subscribers
         self._session: AsyncSession | None = None
         self._events: list[DomainEvent] = []
+        self._rows: dict[DriverStatement, list[Sequence[Any]]] = {}
 
     @property
     def session(self) -> AsyncSession:
@@ -71,6 +72,7 @@ class UnitOfWork:
     async def __aenter__(self) -> Self:
         self._session = self._sessionmaker()
         self._events = []
+        self._rows = {}
         return self
 
     async def __aexit__(
@@ -81,6 +83,7 @@ class UnitOfWork:
     ) -> None:
         session, self._session = self.session, None
         self._events = []
+        self._rows = {}
         # close() rolls back whatever was not committed and detaches the loaded objects with
         # their state intact, so a service may return what it read; rollback() would expire it.
         await session.close()
@@ -88,6 +91,15 @@ class UnitOfWork:
     def record(self, event: DomainEvent) -> None:
         """Record ``event`` to be written to the outbox by the next ``commit()``."""
         self._events.append(event)
+
+    def insert_at_commit(self, statement: DriverStatement, row: Sequence[Any]) -> None:
+        """Have ``commit()`` insert ``row`` with ``statement``: one executemany for all its rows.
+
+        For rows nobody reads back in this transaction (the station log): as ORM objects
+        with a generated key, SQLite inserts them one statement each, to learn every key.
+        They are inserted after the ORM's changes are flushed, so they may refer to them.
+        """
+        self._rows.setdefault(statement, []).append(row)
 
     async def get(self, model: type[T], key: Any, *, kind: str | None = None) -> T:
         """Load ``model`` by primary key, or raise ``NotFound``."""
@@ -99,7 +111,13 @@ class UnitOfWork:
     async def commit(self) -> None:
         """Write the recorded events to the outbox and commit them with the change."""
         events, self._events = self._events, []
+        rows, self._rows = self._rows, {}
         session = self.session
+        if rows:
+            await session.flush()
+            connection = await session.connection()
+            for statement, values in rows.items():
+                await statement.execute_many(connection, values)
         if events:
             # One executemany INSERT on the driver: the entries are never read back here, so
             # they need not be objects in the session (a flush of hundreds of them cost more
@@ -126,6 +144,7 @@ class UnitOfWork:
     async def rollback(self) -> None:
         """Discard the change and the recorded events."""
         self._events = []
+        self._rows = {}
         await self.session.rollback()
 
     async def _publish(self, events: Sequence[DomainEvent]) -> None:

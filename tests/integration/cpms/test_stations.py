@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 import pytest
 from sqlalchemy import select
@@ -10,7 +11,7 @@ from sqlalchemy import select
 from cpms import stations
 from cpms.admission import Admission, AdmissionPolicy, Verdict
 from cpms.errors import Conflict, InvalidRequest, NotFound
-from cpms.group_commit import GroupCommitter
+from cpms.group_commit import GroupCommitter, GroupReader
 from cpms.locations import ensure_default_location
 from cpms.model import ChargingStation, Location, OutboxEntry
 from cpms.stations import StationChanges
@@ -162,6 +163,43 @@ async def test_first_connections_are_registered_by_the_writer_the_node_gives(
     async with uow() as work:
         topics = list(await work.session.scalars(select(OutboxEntry.topic)))
     assert topics.count("station.registered") == 21
+
+
+async def test_handshakes_read_their_stations_together_through_the_reader_the_node_gives(
+    uow: UnitOfWorkFactory,
+) -> None:
+    # The node passes its group reader: a reconnect storm's handshakes read their stations
+    # with one SELECT a batch. The verdicts are those of a read each.
+    await _site(uow)
+    await stations.create_station(uow(), "CP1", location_id="SITE", password="right-password")
+    await stations.create_station(uow(), "CP2", location_id="SITE")
+    await stations.create_station(uow(), "OLD", location_id="SITE")
+    await stations.retire_station(uow(), "OLD")
+    reader = GroupReader(uow)
+    await reader.start()
+    tried = [
+        ("CP1", "right-password"), ("CP1", "wrong-password"), ("CP1", None), ("CP2", None),
+        ("OLD", None), ("NOBODY", None), ("CP2", None),
+    ]  # fmt: skip
+
+    async def admit(station_id: str, password: str | None, *, read: bool) -> Admission:
+        return await stations.admit_station(
+            uow(), station_id, password, policy=AdmissionPolicy.KNOWN, default_location=DEFAULT,
+            read=partial(reader.run_grouped, stations.find_stations) if read else None,
+        )  # fmt: skip
+
+    try:
+        together = await asyncio.gather(*(admit(*t, read=True) for t in tried))
+        batches = reader.batches
+    finally:
+        await reader.stop()
+    alone = [await admit(*t, read=False) for t in tried]
+    assert together == alone
+    assert [a.verdict for a in together] == [
+        Verdict.ACCEPTED, Verdict.BAD_CREDENTIALS, Verdict.BAD_CREDENTIALS, Verdict.ACCEPTED,
+        Verdict.UNKNOWN_STATION, Verdict.UNKNOWN_STATION, Verdict.ACCEPTED,
+    ]  # fmt: skip
+    assert batches < len(tried)
 
 
 async def test_a_password_is_required_and_checked(uow: UnitOfWorkFactory) -> None:

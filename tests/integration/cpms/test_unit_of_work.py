@@ -1,4 +1,4 @@
-"""The unit of work: all or nothing, and events in the outbox with the change."""
+"""The unit of work: all or nothing, events in the outbox and rows inserted at commit."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import pytest
 from sqlalchemy import func, select
 
 from cpms.events import DomainEvent, LocationChanged
-from cpms.model import Location, OutboxEntry, utcnow
-from cpms.unit_of_work import UnitOfWorkFactory
+from cpms.model import ChargingStation, Location, OutboxEntry, StationEvent, utcnow
+from cpms.station_lifecycle import log_station_event
+from cpms.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 
 def _location(location_id: str) -> Location:
@@ -104,3 +105,33 @@ async def test_objects_read_in_a_unit_of_work_stay_readable_after_it(
     async with uow() as work:
         location = await work.get(Location, "L1")
     assert location.city == "Town"
+
+
+async def test_rows_inserted_at_commit_follow_the_change_and_go_with_a_rollback(
+    uow: UnitOfWorkFactory,
+) -> None:
+    # The station log is written this way: after the ORM's changes are flushed (a new
+    # station's first entry refers to it), with one executemany for all, never if rolled back.
+    site = _location("L1")
+    async with uow() as work:
+        work.session.add(site)
+        work.session.add(ChargingStation(id="CP1", location_id="L1"))
+        for n in range(3):
+            log_station_event(work, "CP1", "boot", f"entry {n}", received_at=utcnow())
+        assert await _count_in(work, StationEvent) == 0  # not yet: at commit
+        await work.commit()
+    async with uow() as work:
+        log_station_event(work, "CP1", "boot", "rolled back", received_at=utcnow())
+        await work.rollback()
+        await work.commit()  # nothing left to write
+    async with uow() as work:
+        log_station_event(work, "CP1", "boot", "never committed", received_at=utcnow())
+    async with uow() as work:
+        entries = list(await work.session.scalars(select(StationEvent).order_by(StationEvent.id)))
+    assert [(e.station_id, e.summary) for e in entries] == [
+        ("CP1", "entry 0"), ("CP1", "entry 1"), ("CP1", "entry 2"),
+    ]  # fmt: skip
+
+
+async def _count_in(work: UnitOfWork, model: type) -> int:
+    return int(await work.session.scalar(select(func.count()).select_from(model)) or 0)
