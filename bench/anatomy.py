@@ -11,7 +11,7 @@ time, so each message's statements are its own:
   process: the node plus one station, which costs ~0.05 ms a message);
 - MeterValues late in a long transaction (after ``--long`` readings), to show whether a
   reading costs more as its session grows;
-- every station at once (``--rounds`` times): Heartbeats, MeterValues and status changes,
+- every station at once (``--rounds`` times): Heartbeats, boots, MeterValues and status changes,
   to show what the group committer saves when messages share a transaction, and what such a
   message costs the node (the CPU per message the gateway scenarios' crowds cost it, without
   their load generator beside it: steadier from run to run, for comparing two versions).
@@ -171,6 +171,15 @@ async def _anatomy(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 f"Heartbeat, {crowd} stations at once",
                 lambda _round: [s.call("Heartbeat", {}) for s in links],
                 rounds=1,
+            )
+        )
+        rows.append(
+            await _at_once(
+                counter,
+                runtime,
+                f"BootNotification, {crowd} stations at once",
+                lambda _round: [s.call("BootNotification", BOOT) for s in links],
+                rounds=args.rounds,
             )
         )
         registers = [register] + [0.0] * (crowd - 1)
