@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, insert, inspect, or_, select, update
+from sqlalchemy import bindparam, case, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -283,15 +283,15 @@ async def evse_for(uow: UnitOfWork, station: ChargingStation, number: int, *, at
     evse = await _known_evse(uow, station.id, number)
     if evse is not None:
         return evse
-    location = await uow.session.get(
-        Location, station.location_id, options=[selectinload(Location.evses)]
-    )
+    location = await uow.session.get(Location, station.location_id)
     if location is None:  # the foreign key makes this impossible; say so if it happens
         raise NotFound("location", station.location_id)
-    if "evses" in inspect(location).unloaded:
-        # Held by this transaction already (an earlier work's EVSE led to it): ``get`` then
-        # applies no loader option, and a lazy load cannot run under asyncio.
-        await uow.session.refresh(location, attribute_names=["evses"])
+    # Counted, not loaded: under open admission thousands of stations share the default
+    # location, and loading its EVSEs for each new one made a fleet's first day quadratic.
+    # (The count flushes EVSEs this transaction added before, so each gets its own place.)
+    position = await uow.session.scalar(
+        select(func.count()).select_from(Evse).where(Evse.location_id == location.id)
+    )
     uid = await _new_evse_uid(uow, station.id, number)
     readable = _EVSE_ID_PART.sub("", station.id.upper())[:30] or "S"
     evse = Evse(
@@ -300,14 +300,15 @@ async def evse_for(uow: UnitOfWork, station: ChargingStation, number: int, *, at
         station_id=station.id,
         ocpp_evse_id=number,
         status="UNKNOWN",
-        position=len(location.evses),
+        position=position or 0,
         capabilities=["REMOTE_START_STOP_CAPABLE", "RFID_READER"],
         last_updated=at,
     )
     evse.connectors.append(
         Connector(id="1", position=0, ocpp_connector_id=1, last_updated=at, **_ASSUMED_CONNECTOR)
     )
-    location.evses.append(evse)
+    evse.location = location  # joins location.evses without loading them
+    uow.session.add(evse)
     evse.touch(at)
     uow.record(EvseChanged(occurred_at=at, location_id=location.id, evse_uid=uid))
     log_station_event(

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import selectinload
 
 from cpms import stations
@@ -399,6 +399,30 @@ async def test_evses_added_by_reports_in_one_group_commit_batch_are_not_duplicat
         ("CP2-1", "OUTOFORDER"),
     ]
     assert sorted(e.position for e in evses) == [0, 1, 2]
+
+
+async def test_a_new_evse_at_a_crowded_location_loads_none_of_the_others(
+    uow: UnitOfWorkFactory,
+) -> None:
+    # Under open admission every station joins the default location. Adding an EVSE loaded
+    # all of that location's EVSEs (for a count), which made a fleet's first day quadratic.
+    for n in range(12):
+        await _station(uow, f"OLD{n}")
+        await _status(uow, 1, "AVAILABLE", utcnow(), station_id=f"OLD{n}")
+    await _station(uow, "NEW")
+    loaded: list[str] = []
+
+    def count(target: Evse, _context: object) -> None:
+        loaded.append(target.uid)
+
+    event.listen(Evse, "load", count)
+    try:
+        await _status(uow, 1, "AVAILABLE", utcnow(), station_id="NEW")
+    finally:
+        event.remove(Evse, "load", count)
+    assert loaded == []
+    (added,) = await _evses(uow, "NEW")
+    assert (added.uid, added.position, added.location_id) == ("NEW-1", 12, DEFAULT.id)
 
 
 async def test_an_evse_uid_already_taken_is_not_reused(uow: UnitOfWorkFactory) -> None:
