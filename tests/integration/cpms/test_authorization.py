@@ -18,6 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from authorization_support import emsp_token
 
 from cpms.authorization import Authorization, AuthorizationStatus, Authorizer, Operator
 from cpms.model import OcpiCommand, OcpiPartner, Token, utcnow
@@ -38,26 +39,6 @@ async def _token(
     return await create_token(
         uow(), {"uid": uid, **fields}, country_code=country_code, party_id=party_id
     )
-
-
-async def _emsp_token(uow: UnitOfWorkFactory, uid: str, **fields: Any) -> None:
-    """A token an eMSP pushed over OCPI (the OCPI module is not needed to store one)."""
-    values: dict[str, Any] = {
-        "country_code": "DE",
-        "party_id": "MSP",
-        "uid": uid,
-        "type": "RFID",
-        "contract_id": f"DE-MSP-{uid}",
-        "issuer": "Some eMSP",
-        "valid": True,
-        "whitelist": "ALLOWED",
-        "source": "ocpi",
-        "last_updated": utcnow(),
-        **fields,
-    }
-    async with uow() as unit:
-        unit.session.add(Token(**values))
-        await unit.commit()
 
 
 async def _authorize(
@@ -177,7 +158,7 @@ async def test_accepting_unknown_tokens_does_not_unblock_a_known_invalid_one(
 async def test_a_never_whitelisted_token_without_an_issuer_to_ask_is_not_allowed(
     uow: UnitOfWorkFactory,
 ) -> None:
-    await _emsp_token(uow, "APP-1", whitelist="NEVER")
+    await emsp_token(uow, "APP-1", whitelist="NEVER")
     decision = await _authorize(uow, Authorizer(OPERATOR, accept_unknown=True), "APP-1")
     assert decision.status is AuthorizationStatus.NOT_ALLOWED
     assert decision.source == "ocpi"
@@ -199,7 +180,7 @@ async def test_the_issuer_is_asked_about_unknown_tokens_and_its_answer_used(
 async def test_the_issuer_is_asked_about_never_tokens_and_may_refuse(
     uow: UnitOfWorkFactory,
 ) -> None:
-    await _emsp_token(uow, "APP-2", whitelist="NEVER")
+    await emsp_token(uow, "APP-2", whitelist="NEVER")
     issuer = Issuer(AuthorizationStatus.NO_CREDIT)
     decision = await _authorize(uow, Authorizer(OPERATOR, issuer), "APP-2", "LOC-9")
     assert len(issuer.asked) == 1
@@ -214,7 +195,7 @@ async def test_the_issuer_is_asked_about_never_tokens_and_may_refuse(
 async def test_an_unreachable_issuer_falls_back_to_the_local_decision(
     uow: UnitOfWorkFactory,
 ) -> None:
-    await _emsp_token(uow, "APP-3", whitelist="NEVER")
+    await emsp_token(uow, "APP-3", whitelist="NEVER")
     issuer = Issuer(None)
     authorizer = Authorizer(OPERATOR, issuer)
     never = await _authorize(uow, authorizer, "APP-3")
@@ -229,7 +210,7 @@ async def test_an_unreachable_issuer_falls_back_to_the_local_decision(
 async def test_the_issuer_is_not_asked_about_tokens_known_here(uow: UnitOfWorkFactory) -> None:
     await _token(uow, "CARD-1")
     await _token(uow, "CARD-2", valid=False)
-    await _emsp_token(uow, "APP-4", whitelist="ALLOWED")
+    await emsp_token(uow, "APP-4", whitelist="ALLOWED")
     issuer = Issuer(AuthorizationStatus.BLOCKED)
     authorizer = Authorizer(OPERATOR, issuer)
     assert (await _authorize(uow, authorizer, "CARD-1")).status is AuthorizationStatus.ALLOWED
@@ -245,8 +226,8 @@ async def test_when_tokens_share_a_uid_the_valid_local_rfid_card_wins(
 ) -> None:
     uid = "04A1B2C3D4"
     # Stored before the winner, so the answer cannot be "the first row".
-    await _emsp_token(uow, uid)
-    await _emsp_token(uow, uid, party_id="OTH", type="APP_USER")
+    await emsp_token(uow, uid)
+    await emsp_token(uow, uid, party_id="OTH", type="APP_USER")
     await _token(uow, uid, type="APP_USER", group_id="APP-GROUP")
     await _token(uow, uid, party_id="OLD", valid=False, group_id="OLD-GROUP")
     await _token(uow, uid, type="OTHER", group_id="OTHER-GROUP")
@@ -264,7 +245,7 @@ async def test_a_valid_token_wins_over_an_invalid_local_one_of_the_same_uid(
 ) -> None:
     uid = "04FFEE"
     await _token(uow, uid, valid=False)
-    await _emsp_token(uow, uid, type="APP_USER")
+    await emsp_token(uow, uid, type="APP_USER")
     decision = await _authorize(uow, Authorizer(OPERATOR), uid)
     assert decision.status is AuthorizationStatus.ALLOWED
     assert decision.source == "ocpi"
@@ -278,8 +259,8 @@ async def test_a_valid_token_wins_over_an_invalid_local_one_of_the_same_uid(
 async def test_always_and_allowed_tokens_are_decided_here_valid_or_not(
     uow: UnitOfWorkFactory, whitelist: str
 ) -> None:
-    await _emsp_token(uow, "OK-1", whitelist=whitelist)
-    await _emsp_token(uow, "OFF-1", whitelist=whitelist, valid=False)
+    await emsp_token(uow, "OK-1", whitelist=whitelist)
+    await emsp_token(uow, "OFF-1", whitelist=whitelist, valid=False)
     issuer = Issuer(AuthorizationStatus.NOT_ALLOWED)
     authorizer = Authorizer(OPERATOR, issuer)
     assert (await _authorize(uow, authorizer, "OK-1")).status is AuthorizationStatus.ALLOWED
@@ -290,8 +271,8 @@ async def test_always_and_allowed_tokens_are_decided_here_valid_or_not(
 async def test_allowed_offline_asks_and_decides_here_only_when_nobody_answers(
     uow: UnitOfWorkFactory,
 ) -> None:
-    await _emsp_token(uow, "OFFLINE-OK", whitelist="ALLOWED_OFFLINE")
-    await _emsp_token(uow, "OFFLINE-OFF", whitelist="ALLOWED_OFFLINE", valid=False)
+    await emsp_token(uow, "OFFLINE-OK", whitelist="ALLOWED_OFFLINE")
+    await emsp_token(uow, "OFFLINE-OFF", whitelist="ALLOWED_OFFLINE", valid=False)
     refusing = Issuer(AuthorizationStatus.EXPIRED)
     decision = await _authorize(uow, Authorizer(OPERATOR, refusing), "OFFLINE-OK", "LOC-1")
     assert decision.status is AuthorizationStatus.EXPIRED
@@ -312,7 +293,7 @@ async def test_allowed_offline_asks_and_decides_here_only_when_nobody_answers(
 async def test_an_invalid_token_is_still_asked_where_its_whitelist_says_so(
     uow: UnitOfWorkFactory, whitelist: str
 ) -> None:
-    await _emsp_token(uow, "REVIVED", whitelist=whitelist, valid=False)
+    await emsp_token(uow, "REVIVED", whitelist=whitelist, valid=False)
     issuer = Issuer(AuthorizationStatus.ALLOWED)
     decision = await _authorize(uow, Authorizer(OPERATOR, issuer), "REVIVED", "LOC-1")
     assert decision.status is AuthorizationStatus.ALLOWED
@@ -323,7 +304,7 @@ async def test_an_invalid_token_is_still_asked_where_its_whitelist_says_so(
 async def test_a_remote_allowed_is_remembered_and_a_refusal_is_not(
     uow: UnitOfWorkFactory,
 ) -> None:
-    await _emsp_token(uow, "APP-5", whitelist="NEVER")
+    await emsp_token(uow, "APP-5", whitelist="NEVER")
     issuer = Issuer(AuthorizationStatus.ALLOWED)
     authorizer = Authorizer(OPERATOR, issuer)
     for location_id in (None, "LOC-1", "LOC-1"):  # Authorize, StartTransaction, Stop
@@ -428,7 +409,7 @@ async def test_the_token_of_a_recent_command_is_allowed_without_asking(
 
 
 async def test_a_command_wins_over_the_stored_token_of_its_uid(uow: UnitOfWorkFactory) -> None:
-    await _emsp_token(uow, "APP-CMD", whitelist="NEVER", valid=False)
+    await emsp_token(uow, "APP-CMD", whitelist="NEVER", valid=False)
     await _command(uow, reference=None)
     issuer = Issuer(AuthorizationStatus.BLOCKED)
     decision = await _authorize(uow, Authorizer(OPERATOR, issuer), "APP-CMD", "LOC-1")

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, cast
 
+from authorization_support import emsp_token
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -62,26 +63,6 @@ async def _stations(uow: UnitOfWorkFactory) -> None:
 async def _token(uow: UnitOfWorkFactory, uid: str, **fields: Any) -> Token:
     """A local token (ours: NL CPM, whitelist ALWAYS unless told)."""
     return await create_token(uow(), {"uid": uid, **fields}, country_code="NL", party_id="CPM")
-
-
-async def _emsp_token(uow: UnitOfWorkFactory, uid: str, **fields: Any) -> None:
-    """A token an eMSP pushed over OCPI (the OCPI module is not needed to store one)."""
-    values: dict[str, Any] = {
-        "country_code": "DE",
-        "party_id": "MSP",
-        "uid": uid,
-        "type": "RFID",
-        "contract_id": f"DE-MSP-{uid}",
-        "issuer": "Some eMSP",
-        "valid": True,
-        "whitelist": "ALLOWED",
-        "source": "ocpi",
-        "last_updated": utcnow(),
-        **fields,
-    }
-    async with uow() as unit:
-        unit.session.add(Token(**values))
-        await unit.commit()
 
 
 COMMAND_TOKEN = {
@@ -205,8 +186,8 @@ async def _set_up_script(uow: UnitOfWorkFactory) -> None:
     await _token(uow, "AbC123")
     await _token(uow, "DuP1", group_id="VALID")
     await _token(uow, "dup1", valid=False, group_id="INVALID")
-    await _emsp_token(uow, "APP-NEVER", whitelist="NEVER")
-    await _emsp_token(uow, "APP-OK", whitelist="ALLOWED")
+    await emsp_token(uow, "APP-NEVER", whitelist="NEVER")
+    await emsp_token(uow, "APP-OK", whitelist="ALLOWED")
     await _command(uow, "LOC-1")
 
 
