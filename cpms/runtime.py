@@ -53,6 +53,7 @@ from cpms.demo import (
 )
 from cpms.errors import ConfigError, CpmsError
 from cpms.event_loop import running_loop_name
+from cpms.gc_freezer import GcFreezer
 from cpms.group_commit import GroupCommitter, GroupReader
 from cpms.liveness import Liveness, LivenessWriter
 from cpms.locations import DefaultLocation
@@ -135,6 +136,7 @@ class Runtime:
         self.generated_admin_token: str | None = None
         self.committer = GroupCommitter(self.uow)
         self.reader = GroupReader(self.uow)
+        self.gc_freezer = GcFreezer()
         self.vault = TokenVault.from_file(settings.secret_key_file)
         self.ocpi_client = OcpiClient(
             country_code=settings.country_code, party_id=settings.party_id
@@ -295,6 +297,7 @@ class Runtime:
             # (up to a minute later). The pusher, started below, delivers the results.
             await self._expire_overdue()
             await self.gateway.start()
+            await self.gc_freezer.start()
             app = create_app(
                 HttpContext(
                     settings=self.settings,
@@ -326,6 +329,7 @@ class Runtime:
 
     async def stop(self) -> None:
         """Stop accepting, close connections, and close the database."""
+        await self.gc_freezer.stop()
         await self.pusher.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
