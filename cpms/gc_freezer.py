@@ -17,6 +17,11 @@ reference cycles (a closed connection's objects) waits, for the next thaw. Every
 ``thaw_every`` seconds everything is unfrozen, collected once in full (the one long pause,
 on a schedule), and frozen again. ``stop()`` unfreezes, so nothing stays frozen after the
 node.
+
+Freezing is process-wide, so the node's process runs one (``cpms.runtime``'s ``serve`` and
+``demo``), not each ``Runtime``: a process that starts and stops many nodes, the test suite,
+would otherwise pay a full collection of its whole heap soon after every stop (CPython
+counts frozen objects out of the heap size that paces full collections).
 """
 
 from __future__ import annotations

@@ -19,9 +19,10 @@ a few statements for the lot (``cpms.station_lifecycle.record_statuses``: one SE
 executemany UPDATE for a hundred status reports). Consecutive only: a group never jumps over
 another work, so every change still lands in the order it was queued.
 
-``GroupReader`` batches reads the same way, on a connection of its own and without a commit:
-the token decision before a StartTransaction (``Authorizer.prepare_at_stations``) reads
-the tokens of a hundred starts with one SELECT, beside the writer rather than in its queue.
+``GroupReader`` batches reads the same way, on a connection of its own and without a commit,
+beside the writer rather than in its queue: the token decisions before a hundred
+StartTransactions (``Authorizer.prepare_at_stations``) cost three SELECTs, and the stations
+of a hundred handshakes (``cpms.stations.find_stations``) one.
 """
 
 from __future__ import annotations

@@ -136,7 +136,6 @@ class Runtime:
         self.generated_admin_token: str | None = None
         self.committer = GroupCommitter(self.uow)
         self.reader = GroupReader(self.uow)
-        self.gc_freezer = GcFreezer()
         self.vault = TokenVault.from_file(settings.secret_key_file)
         self.ocpi_client = OcpiClient(
             country_code=settings.country_code, party_id=settings.party_id
@@ -297,7 +296,6 @@ class Runtime:
             # (up to a minute later). The pusher, started below, delivers the results.
             await self._expire_overdue()
             await self.gateway.start()
-            await self.gc_freezer.start()
             app = create_app(
                 HttpContext(
                     settings=self.settings,
@@ -329,7 +327,6 @@ class Runtime:
 
     async def stop(self) -> None:
         """Stop accepting, close connections, and close the database."""
-        await self.gc_freezer.stop()
         await self.pusher.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -420,15 +417,20 @@ async def _node(settings: Settings) -> AsyncIterator[tuple[Runtime, _StopSignals
     """A started node and the stop its signals ask for; the node stops when the block ends."""
     runtime = Runtime(settings)
     signals = _StopSignals()
+    # The process's, not the Runtime's: freezing is process-wide, and a process that starts
+    # and stops many nodes (the test suite) would pay a full collection after every stop.
+    freezer = GcFreezer()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, signals)
     try:
         await runtime.start()
+        await freezer.start()
         yield runtime, signals
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+        await freezer.stop()
         await runtime.stop()
     log.info("stopped")
 

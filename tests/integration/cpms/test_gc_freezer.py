@@ -3,7 +3,8 @@
 ``cpms.gc_freezer.GcFreezer`` keeps a node's long-lived objects (thousands of connections)
 out of CPython's full collections, whose pause grows with every object they scan. What it
 must not do is lose garbage for good: a reference cycle that dies frozen is reclaimed at the
-next thaw, and stopping the freezer leaves nothing frozen.
+next thaw, and stopping the freezer leaves nothing frozen. The node's process runs one;
+a ``Runtime`` started in a process of many (the tests) does not.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from cpms.config import Settings
 from cpms.gc_freezer import GcFreezer
+from cpms.runtime import Runtime, _node
 
 
 class _Node:
@@ -78,3 +81,18 @@ async def test_the_freezer_thaws_on_its_schedule_and_stop_unfreezes_everything()
     finally:
         await freezer.stop()
     assert gc.get_freeze_count() == 0
+
+
+async def test_a_node_process_freezes_while_it_serves_and_unfreezes_when_it_stops(
+    settings: Settings,
+) -> None:
+    # `cpms serve` and `cpms demo` run their node in `_node`; a Runtime alone freezes nothing.
+    async with _node(settings):
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
+    node = Runtime(settings)
+    await node.start()
+    try:
+        assert gc.get_freeze_count() == 0
+    finally:
+        await node.stop()
