@@ -596,9 +596,10 @@ async def record_offlines(uow: UnitOfWork, closed: Sequence[ConnectionClosed]) -
         at = item.at or utcnow()
         station.online = False
         station.connected_node = None
+        # Read once for the batch: a second closing of this station finds it no longer
+        # connected here (above), so no EVSE is set twice.
         for evse in evses_of.get(station.id, ()):
-            if evse.status not in _NOBODY_VOUCHES:  # an earlier closing in this batch did it
-                _set_status(uow, evse, "UNKNOWN", at)
+            _set_status(uow, evse, "UNKNOWN", at)
         uow.record(
             StationConnectionChanged(
                 occurred_at=at, station_id=station.id, online=False, reason=item.reason
