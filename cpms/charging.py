@@ -929,8 +929,9 @@ class _MeterWrites:
 
     async def send(self, uow: UnitOfWork) -> None:
         connection = await uow.session.connection()
-        await _SAMPLE_INSERT.execute_many(connection, self.samples)
-        await _BILLED_INSERT.execute_many(connection, self.billed)
+        # Deferred: they ride along with the batch's next statement or its commit.
+        await _SAMPLE_INSERT.execute_many(connection, self.samples, deferred=True)
+        await _BILLED_INSERT.execute_many(connection, self.billed, deferred=True)
         await _METER_SET.execute_many(
             connection,
             [
@@ -944,6 +945,7 @@ class _MeterWrites:
                 )
                 for meter in self.sessions.values()
             ],
+            deferred=True,
         )
         self.samples.clear()
         self.billed.clear()

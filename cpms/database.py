@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
 from cpms.errors import SchemaOutOfDate
-from cpms.sqlite_adapter import one_trip_dbapi
+from cpms.sqlite_adapter import OneTripConnection, one_trip_dbapi
 
 __all__ = [
     "WalCheckpointer",
@@ -78,6 +78,8 @@ def _reset_sqlite(
     no transaction at all (issue 8).
     """
     driver = record.driver_connection
+    if isinstance(dbapi_connection, OneTripConnection):
+        dbapi_connection.forget_deferred()  # writes of a unit of work that did not commit
     if not state.asyncio_safe or driver is None:
         return
     try:

@@ -32,6 +32,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import ClauseElement
 
+from cpms.sqlite_adapter import OneTripConnection, Outcome
+
 __all__ = ["DriverStatement", "padded", "padded_size"]
 
 Row = Sequence[Any]
@@ -125,8 +127,15 @@ class DriverStatement:
             compiled.string, None if itself else tuple(picks), tuple(conversions), results
         )
 
-    async def execute_many(self, connection: AsyncConnection, rows: Sequence[Row]) -> None:
-        """Run the statement once for each row (one executemany), in the open transaction."""
+    async def execute_many(
+        self, connection: AsyncConnection, rows: Sequence[Row], *, deferred: bool = False
+    ) -> None:
+        """Run the statement once for each row (one executemany), in the open transaction.
+
+        ``deferred``: on SQLite the executemany waits for the connection's next trip (its
+        next statement, which sees it, or the commit) instead of taking a trip of its own.
+        For writes whose error can wait until then: it is raised by that later statement.
+        """
         if not rows:
             return
         compiled = self._for(connection.dialect)
@@ -134,7 +143,11 @@ class DriverStatement:
         if connection.dialect.name != "sqlite":
             await connection.exec_driver_sql(compiled.sql, parameters)
             return
-        await _on_sqlite(connection, "executemany", compiled.sql, parameters)
+        adapted = await _on_sqlite(connection, compiled.sql, parameters, many=True)
+        if deferred:
+            adapted.defer(compiled.sql, parameters)
+        else:
+            await _run(connection, adapted, compiled.sql, parameters, many=True)
 
     async def execute(self, connection: AsyncConnection, row: Row) -> int:
         """Run the statement once with one row of values; the number of rows it changed."""
@@ -142,8 +155,9 @@ class DriverStatement:
         parameters = compiled.parameters(row)
         if connection.dialect.name != "sqlite":
             return int((await connection.exec_driver_sql(compiled.sql, parameters)).rowcount)
-        cursor = await _on_sqlite(connection, "execute", compiled.sql, parameters)
-        return int(cursor.rowcount)
+        adapted = await _on_sqlite(connection, compiled.sql, parameters, many=False)
+        _, _, rowcount, _ = await _run(connection, adapted, compiled.sql, parameters, many=False)
+        return rowcount
 
     async def fetch_all(self, connection: AsyncConnection, row: Row) -> list[tuple[Any, ...]]:
         """Run the (SELECT) statement with one row of values; every result row, converted."""
@@ -153,27 +167,42 @@ class DriverStatement:
             )
             return [tuple(found) for found in result]
         compiled = self._for(connection.dialect)
-        found = await _on_sqlite(
-            connection, "execute_fetchall", compiled.sql, compiled.parameters(row)
-        )
-        return compiled.rows(found)
+        parameters = compiled.parameters(row)
+        adapted = await _on_sqlite(connection, compiled.sql, parameters, many=False)
+        _, found, _, _ = await _run(connection, adapted, compiled.sql, parameters, many=False)
+        return compiled.rows(found or ())
 
 
-async def _on_sqlite(connection: AsyncConnection, method: str, sql: str, parameters: Any) -> Any:
-    """Call aiosqlite's ``method`` (one hop to its thread) on the connection under ``connection``.
+async def _on_sqlite(
+    connection: AsyncConnection, sql: str, parameters: Any, *, many: bool
+) -> OneTripConnection:
+    """The adapted driver connection under ``connection``, told of ``sql`` about to run.
 
     Listeners of ``before_cursor_execute`` (statement counts in tests, ``bench.anatomy``)
-    hear of ``sql`` as of every other statement (the cursor and context they get are None);
-    a driver error is raised as SQLAlchemy raises it for the same statement.
+    hear of ``sql`` as of every other statement (the cursor and context they get are None).
     """
     sync = connection.sync_connection
     if sync is not None and sync.dispatch.before_cursor_execute:
-        many = method == "executemany"
         sync.dispatch.before_cursor_execute(sync, None, sql, parameters, None, many)
-    driver = (await connection.get_raw_connection()).driver_connection
+    adapted = (await connection.get_raw_connection()).dbapi_connection
+    if not isinstance(adapted, OneTripConnection):
+        raise TypeError(f"{adapted!r}: a SQLite engine comes from cpms.database.create_engine")
+    return adapted
+
+
+async def _run(
+    connection: AsyncConnection,
+    adapted: OneTripConnection,
+    sql: str,
+    parameters: Any,
+    *,
+    many: bool,
+) -> Outcome:
+    """``sql`` in one trip to aiosqlite's thread; a driver error raised as SQLAlchemy raises
+    it for the same statement."""
     dbapi = connection.dialect.loaded_dbapi
     try:
-        return await getattr(driver, method)(sql, parameters)
+        return await adapted.run(sql, parameters, many=many)
     except dbapi.Error as error:
         raise DBAPIError.instance(
             sql, None, error, dbapi.Error, dialect=connection.dialect

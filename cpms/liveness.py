@@ -84,7 +84,7 @@ async def write_seen(uow: UnitOfWork, moments: dict[str, datetime]) -> None:
         await uow.session.flush()
         written = utcnow()
         rows = [(station, at, written) for station, at in moments.items()]
-        await _WRITE_SEEN.execute_many(await uow.session.connection(), rows)
+        await _WRITE_SEEN.execute_many(await uow.session.connection(), rows, deferred=True)
 
 
 class LivenessWriter:

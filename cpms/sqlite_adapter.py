@@ -37,14 +37,28 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 )
 from sqlalchemy.util.concurrency import await_
 
-__all__ = ["OneTripCursor", "one_trip_dbapi"]
+__all__ = ["OneTripConnection", "OneTripCursor", "Outcome", "one_trip_dbapi"]
 
-_Outcome = tuple[Any, list[Any] | None, int, int | None]
+Outcome = tuple[Any, list[Any] | None, int, int | None]
 """What a statement brings back from the thread: description, rows, row count, last row id."""
 
 
-def _run(connection: sqlite3.Connection, operation: str, parameters: Any, many: bool) -> _Outcome:
-    """Run one statement on aiosqlite's thread: execute, fetch every row, close."""
+Deferred = tuple[str, Any]
+"""An executemany put off until the connection's next trip: its SQL and its rows."""
+
+
+def _run(
+    connection: sqlite3.Connection,
+    deferred: list[Deferred],
+    operation: str,
+    parameters: Any,
+    many: bool,
+) -> Outcome:
+    """Run one statement on aiosqlite's thread: execute, fetch every row, close.
+
+    The writes ``deferred`` until this trip run first, in their order.
+    """
+    _run_deferred(connection, deferred)
     cursor = connection.cursor()
     try:
         if many:
@@ -58,6 +72,17 @@ def _run(connection: sqlite3.Connection, operation: str, parameters: Any, many: 
         return description, rows, cursor.rowcount, cursor.lastrowid
     finally:
         cursor.close()
+
+
+def _run_deferred(connection: sqlite3.Connection, deferred: list[Deferred]) -> None:
+    for operation, rows in deferred:
+        connection.executemany(operation, rows).close()
+
+
+def _commit(connection: sqlite3.Connection, deferred: list[Deferred]) -> None:
+    """The deferred writes, then the commit: one trip for the end of a transaction."""
+    _run_deferred(connection, deferred)
+    connection.commit()
 
 
 class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
@@ -111,11 +136,8 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
             self._adapt_connection._handle_exception(error)
 
     async def _one_trip(self, operation: str, parameters: Any, *, many: bool) -> None:
-        driver: aiosqlite.Connection = self._connection  # type: ignore[assignment]
-        async with self._adapt_connection._execute_mutex:
-            outcome: _Outcome = await driver._execute(
-                _run, driver._conn, operation, parameters, many
-            )
+        adapted: OneTripConnection = self._adapt_connection  # type: ignore[assignment]
+        outcome = await adapted.run(operation, parameters, many=many)
         self._description, rows, self._rowcount, self._lastrowid = outcome
         self._rows = deque(rows or ())
 
@@ -147,17 +169,73 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         """Ignored: every row is fetched on the thread at once."""
 
 
-class _OneTripConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ()
+class OneTripConnection(AsyncAdapt_aiosqlite_connection):
+    """SQLAlchemy's aiosqlite connection, handing out ``OneTripCursor``; it can defer writes.
+
+    ``defer(sql, rows)`` holds an executemany until the connection's next trip: the next
+    statement (which runs after it, on the same thread, so it sees it) or the commit. The
+    hot path's writes nobody reads back in their own work (a batch's meter samples, the
+    outbox) then cost no trip of their own: a batch of meter values went from six trips to
+    two, and each trip waits behind the event loop's other work under load. A deferred
+    write's error is raised by the trip that runs it, in the same transaction; a rollback
+    or a close drops what was deferred.
+    """
+
+    __slots__ = ("_deferred",)
     _cursor_cls = OneTripCursor
+
+    def __init__(self, dbapi: Any, connection: aiosqlite.Connection) -> None:
+        super().__init__(dbapi, connection)
+        self._deferred: list[Deferred] = []
+
+    @property
+    def deferred(self) -> int:
+        """How many writes wait for the next trip."""
+        return len(self._deferred)
+
+    def defer(self, operation: str, rows: Sequence[Any]) -> None:
+        """Run ``operation`` for each of ``rows`` (one executemany) at the next trip."""
+        self._deferred.append((operation, rows))
+
+    async def run(self, operation: str, parameters: Any, *, many: bool) -> Outcome:
+        """One statement (after the deferred writes) in one trip; what it brought back."""
+        driver: aiosqlite.Connection = self._connection  # type: ignore[assignment]
+        async with self._execute_mutex:
+            deferred, self._deferred = self._deferred, []
+            return await driver._execute(  # type: ignore[no-any-return]
+                _run, driver._conn, deferred, operation, parameters, many
+            )
+
+    def commit(self) -> None:
+        if not self._deferred:
+            super().commit()
+            return
+        driver: aiosqlite.Connection = self._connection  # type: ignore[assignment]
+        deferred, self._deferred = self._deferred, []
+        try:
+            await_(driver._execute(_commit, driver._conn, deferred))
+        except Exception as error:
+            self._handle_exception(error)
+
+    def rollback(self) -> None:
+        self._deferred = []
+        super().rollback()
+
+    def close(self) -> None:
+        self._deferred = []
+        super().close()
+
+    def forget_deferred(self) -> None:
+        """Drop the deferred writes (the connection goes back to the pool unused)."""
+        self._deferred = []
 
 
 class _OneTripDbapi(AsyncAdapt_aiosqlite_dbapi):
-    """SQLAlchemy's aiosqlite DBAPI shim, handing out ``_OneTripConnection``."""
+    """SQLAlchemy's aiosqlite DBAPI shim, handing out ``OneTripConnection``."""
 
-    def connect(self, *arg: Any, **kw: Any) -> _OneTripConnection:
+    def connect(self, *arg: Any, **kw: Any) -> OneTripConnection:
         adapted = super().connect(*arg, **kw)
-        return _OneTripConnection(self, adapted._connection)
+        return OneTripConnection(self, adapted._connection)
 
 
 def one_trip_dbapi() -> AsyncAdapt_aiosqlite_dbapi:

@@ -397,8 +397,8 @@ async def record_statuses(uow: UnitOfWork, reports: Sequence[StationStatus]) -> 
             )
         )
     if changes:
-        await _STATUS_SET.execute_many(connection, list(changes.values()))
-        await _LOCATION_TOUCH.execute_many(connection, list(touches.items()))
+        await _STATUS_SET.execute_many(connection, list(changes.values()), deferred=True)
+        await _LOCATION_TOUCH.execute_many(connection, list(touches.items()), deferred=True)
         for uid, status, at in changes.values():
             _refresh_loaded(session, Evse, uid, at, status)
         for key, at in touches.items():

@@ -117,7 +117,7 @@ class UnitOfWork:
             await session.flush()
             connection = await session.connection()
             for statement, values in rows.items():
-                await statement.execute_many(connection, values)
+                await statement.execute_many(connection, values, deferred=True)
         if events:
             # One executemany INSERT on the driver: the entries are never read back here, so
             # they need not be objects in the session (a flush of hundreds of them cost more
@@ -136,6 +136,7 @@ class UnitOfWork:
                     )
                     for event in events
                 ],
+                deferred=True,
             )
         await session.commit()
         if events:

@@ -15,8 +15,9 @@ from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from cpms.driver_sql import DriverStatement
 from cpms.model import OutboxEntry, TransactionNumber
-from cpms.sqlite_adapter import OneTripCursor
+from cpms.sqlite_adapter import OneTripConnection, OneTripCursor
 from cpms.unit_of_work import UnitOfWorkFactory
 
 _OUTBOX = OutboxEntry.__table__
@@ -161,3 +162,106 @@ async def test_a_plain_sql_text_statement_runs_too(engine: AsyncEngine) -> None:
     async with engine.connect() as connection:
         assert (await connection.execute(text("PRAGMA foreign_keys"))).scalar() == 1
         assert (await connection.execute(text("SELECT :x + 1"), {"x": 41})).scalar() == 42
+
+
+# Deferred writes: an executemany that rides along with the connection's next trip.
+
+_DEFERRED_INSERT = DriverStatement(insert(TransactionNumber.__table__), ("session_id", "issued_at"))
+
+
+async def _numbers(uow: UnitOfWorkFactory) -> list[str]:
+    async with uow() as work:
+        found = await work.session.scalars(
+            select(TransactionNumber.session_id).order_by(TransactionNumber.id)
+        )
+        return list(found)
+
+
+async def test_deferred_rows_ride_along_with_the_next_statement_which_sees_them(
+    uow: UnitOfWorkFactory,
+) -> None:
+    async with uow() as work:
+        connection = await work.session.connection()
+        trips = _Trips()
+        await trips.attach(connection)
+        rows = [("d-1", _AT), ("d-2", _AT)]
+        await _DEFERRED_INSERT.execute_many(connection, rows, deferred=True)
+        assert trips.count == 0
+        count = await work.session.scalar(select(func.count()).select_from(TransactionNumber))
+        assert (count, trips.count) == (2, 1)
+        await work.commit()
+        assert trips.count == 2
+    assert await _numbers(uow) == ["d-1", "d-2"]
+
+
+async def test_deferred_rows_and_the_commit_are_one_trip(uow: UnitOfWorkFactory) -> None:
+    async with uow() as work:
+        connection = await work.session.connection()
+        trips = _Trips()
+        await trips.attach(connection)
+        await _DEFERRED_INSERT.execute_many(connection, [("c-1", _AT)], deferred=True)
+        await _DEFERRED_INSERT.execute_many(connection, [("c-2", _AT)], deferred=True)
+        await work.commit()
+        assert trips.count == 1
+    assert await _numbers(uow) == ["c-1", "c-2"]
+
+
+async def test_a_rollback_drops_deferred_rows(uow: UnitOfWorkFactory) -> None:
+    async with uow() as work:
+        connection = await work.session.connection()
+        await _DEFERRED_INSERT.execute_many(connection, [("gone", _AT)], deferred=True)
+        await work.rollback()
+        await _DEFERRED_INSERT.execute_many(
+            await work.session.connection(), [("kept", _AT)], deferred=True
+        )
+        await work.commit()
+    assert await _numbers(uow) == ["kept"]
+
+
+async def test_a_unit_of_work_left_without_commit_leaves_nothing_for_the_next(
+    uow: UnitOfWorkFactory,
+) -> None:
+    async with uow() as work:
+        connection = await work.session.connection()
+        await _DEFERRED_INSERT.execute_many(connection, [("abandoned", _AT)], deferred=True)
+        raw = await connection.get_raw_connection()
+        adapted = raw.dbapi_connection
+        assert isinstance(adapted, OneTripConnection)
+        assert adapted.deferred == 1
+    # The pool is LIFO: the next work gets the same connection, with nothing deferred.
+    assert adapted.deferred == 0
+    async with uow() as work:
+        work.session.add(TransactionNumber(session_id="next", issued_at=_AT))
+        await work.commit()
+    assert await _numbers(uow) == ["next"]
+
+
+async def test_a_deferred_rows_error_fails_the_commit_and_stores_nothing(
+    uow: UnitOfWorkFactory,
+) -> None:
+    async with uow() as work:
+        work.session.add(TransactionNumber(session_id="taken", issued_at=_AT))
+        await work.commit()
+    async with uow() as work:
+        work.session.add(TransactionNumber(session_id="same-work", issued_at=_AT))
+        await work.session.flush()
+        connection = await work.session.connection()
+        await _DEFERRED_INSERT.execute_many(connection, [("taken", _AT)], deferred=True)
+        with pytest.raises(IntegrityError, match="UNIQUE"):
+            await work.commit()
+    assert await _numbers(uow) == ["taken"]
+
+
+async def test_a_connection_back_in_the_pool_forgets_what_it_deferred(
+    engine: AsyncEngine, uow: UnitOfWorkFactory
+) -> None:
+    async with engine.connect() as connection:  # no transaction begun: no rollback at close
+        await _DEFERRED_INSERT.execute_many(connection, [("stray", _AT)], deferred=True)
+        adapted = (await connection.get_raw_connection()).dbapi_connection
+        assert isinstance(adapted, OneTripConnection)
+        assert adapted.deferred == 1
+    assert adapted.deferred == 0
+    async with uow() as work:
+        work.session.add(TransactionNumber(session_id="next", issued_at=_AT))
+        await work.commit()
+    assert await _numbers(uow) == ["next"]
