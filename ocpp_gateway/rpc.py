@@ -125,9 +125,13 @@ class ErrorCode(enum.StrEnum):
     """2.0.1 only."""
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+"""Compact and UTF-8 as-is: stations parse JSON, not ASCII escapes, and bytes are airtime.
+One encoder for every frame: ``json.dumps`` with options builds a new one each call."""
+
+
 def _json_text(frame: list[Any]) -> str:
-    # Compact and UTF-8 as-is: stations parse JSON, not ASCII escapes, and bytes are airtime.
-    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(frame)
 
 
 @dataclass(frozen=True, slots=True)
