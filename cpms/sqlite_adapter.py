@@ -11,9 +11,13 @@ their time in a reconnect storm (docs/PERFORMANCE.md, session 15).
 
 ``OneTripCursor`` runs a statement, its fetch and its close as one function on the thread
 and keeps the rows, the description, the row count and the last row id it brought back.
-Everything else (connections, transactions, server-side cursors, errors) is SQLAlchemy's
-adapter unchanged. ``cpms.database.create_engine`` passes ``one_trip_dbapi()`` as the
-engine's DBAPI module (SQLAlchemy's ``module=``), so the URL stays ``sqlite+aiosqlite://``.
+``OneTripConnection`` can also defer a write (``DriverStatement.execute_many(...,
+deferred=True)``): the executemany then rides along with the connection's next trip, its
+next statement or its commit, so a batch's inserts and the commit that follows them are one
+trip (docs/PERFORMANCE.md, session 19). Everything else (connections, transactions,
+server-side cursors, errors) is SQLAlchemy's adapter unchanged.
+``cpms.database.create_engine`` passes ``one_trip_dbapi()`` as the engine's DBAPI module
+(SQLAlchemy's ``module=``), so the URL stays ``sqlite+aiosqlite://``.
 
 It reaches into two private names, which is why ``pyproject.toml`` bounds both versions:
 aiosqlite's ``Connection._execute`` (the one primitive all its public methods queue their
