@@ -222,15 +222,15 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
             self._handle_exception(error)
 
     def rollback(self) -> None:
-        self._deferred = []
+        self.forget_deferred()
         super().rollback()
 
     def close(self) -> None:
-        self._deferred = []
+        self.forget_deferred()
         super().close()
 
     def forget_deferred(self) -> None:
-        """Drop the deferred writes (the connection goes back to the pool unused)."""
+        """Drop the deferred writes (a rollback, a close, the pool taking the connection back)."""
         self._deferred = []
 
 
